@@ -1,0 +1,84 @@
+"""Run folders -> tidy, committed results (SPEC §3): runs.csv, curves.csv and meta.json per experiment."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+RUN_COLUMNS = ["rule", "seed", "model", "dataset", "setting", "status"]
+
+
+def find_runs(root: Path | str) -> list[Path]:
+    return sorted(p.parent for p in Path(root).rglob("summary.json"))
+
+
+def _setting(run_dir: Path) -> str:
+    """The run's command-line overrides other than rule and seed: what distinguishes its cell."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(path.read_text()) if path.is_file() else []
+    keep = [o for o in overrides or [] if o.split("=")[0].lstrip("+~") not in ("rule", "seed", "experiment")]
+    return ",".join(sorted(keep))
+
+
+def load_runs(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs, curves = [], []
+    for run_dir in run_dirs:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        row = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+        row.update({f"budget_{k}": v for k, v in (summary.get("budget") or {}).items()})
+        row.update({f"final_{k}": v for k, v in (summary.get("final") or {}).items()})
+        row["setting"] = _setting(run_dir)
+        row["run_dir"] = str(run_dir)
+        runs.append(row)
+        metrics_path = run_dir / "metrics.csv"
+        if metrics_path.is_file() and metrics_path.stat().st_size:
+            m = pd.read_csv(metrics_path, keep_default_na=False, na_values=[""])
+            m["layer"] = m["layer"].fillna("").astype(str)
+            for k in RUN_COLUMNS:
+                m[k] = row.get(k)
+            curves.append(m)
+    runs_df = pd.DataFrame(runs)
+    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return runs_df, curves_df
+
+
+def thin(curves: pd.DataFrame, max_points: int = 400) -> pd.DataFrame:
+    """Keep at most ``max_points`` logged steps per series (evenly spaced, always the last one)."""
+    if curves.empty:
+        return curves
+    steps = sorted(curves["step"].unique())
+    if len(steps) <= max_points:
+        return curves
+    stride = len(steps) / max_points
+    keep = {steps[int(i * stride)] for i in range(max_points)} | {steps[-1]}
+    return curves[curves["step"].isin(keep)].reset_index(drop=True)
+
+
+def collect(source: Path | str, dest: Path | str, experiment: str | None = None, max_points: int = 400) -> dict:
+    """Aggregate every run under ``source`` into ``dest``; returns the meta record it wrote."""
+    run_dirs = find_runs(source)
+    if not run_dirs:
+        raise FileNotFoundError(f"no run folders (summary.json) under {source}")
+    runs, curves = load_runs(run_dirs)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    runs.drop(columns=["run_dir"]).to_csv(dest / "runs.csv", index=False)
+    thin(curves, max_points).to_csv(dest / "curves.csv", index=False)
+    meta = {
+        "experiment": experiment or (runs["experiment"].dropna().unique().tolist() or [None])[0],
+        "git_commits": sorted(runs["git_commit"].astype(str).unique().tolist()),
+        "any_dirty": bool(runs["git_dirty"].fillna(False).astype(bool).any()),
+        "n_runs": len(runs),
+        "status_counts": runs["status"].value_counts().to_dict(),
+        "seeds": sorted(int(s) for s in runs["seed"].unique()),
+        "rules": sorted(runs["rule"].unique().tolist()),
+        "budget": {c[len("budget_"):]: sorted(runs[c].dropna().unique().tolist())
+                   for c in runs.columns if c.startswith("budget_")},
+        "devices": sorted(runs["device"].astype(str).unique().tolist()),
+        "torch_versions": sorted(runs["torch_version"].astype(str).unique().tolist()),
+        "total_wall_time_s": float(runs["wall_time"].sum()),
+    }
+    (dest / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return meta

@@ -1,0 +1,98 @@
+"""fa_bench.convert: put any nn.Module under a learning rule (SPEC §2)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from fa_bench.layers import FeedbackLayer, swap_class
+from fa_bench.rules import Rule, get_rule
+
+CONVERTIBLE = (nn.Linear, nn.Conv2d)
+
+
+@dataclass
+class ConversionReport:
+    rule: str
+    converted: list[str] = field(default_factory=list)
+    left_on_backprop: dict[str, str] = field(default_factory=dict)  # leaf module name -> type
+
+    def __str__(self):
+        left = ", ".join(f"{n} ({t})" for n, t in self.left_on_backprop.items()) or "nothing"
+        return (f"rule {self.rule}: {len(self.converted)} layer(s) converted ({', '.join(self.converted)}); "
+                f"left on plain backprop: {left}")
+
+
+def _convertible(module: nn.Module) -> bool:
+    return isinstance(module, FeedbackLayer) or type(module) in CONVERTIBLE
+
+
+def _input_shapes(model: nn.Module, example_input, names) -> dict[str, tuple]:
+    # one plain forward pass at conversion time, to learn each layer's per-example input shape
+    shapes, handles = {}, []
+    modules = dict(model.named_modules())
+    for name in names:
+        def grab(mod, args, name=name):
+            shapes[name] = tuple(args[0].shape[1:])
+        handles.append(modules[name].register_forward_pre_hook(grab))
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def convert(model: nn.Module, rule: str | Rule = "fa", *, example_input: torch.Tensor | None = None,
+            **rule_options) -> nn.Module:
+    """Train ``model``'s Linear and Conv2d layers with ``rule``; returns the same module, converted in place.
+
+    The forward pass and the weights are unchanged. Each converted layer gets ``layer.rule`` and,
+    for rules with feedback, ``layer.feedback_weight`` (a buffer, or a Parameter where B learns).
+    Everything else (activations, pooling, normalization, dropout) stays on autograd's plain
+    backprop; ``model.fa_report`` lists it. ``rule_options`` go to the rule (``init``, ``scale``,
+    ``seed``, ``output_layer``, and the rule's own); ``example_input`` is one batch, needed by rules
+    whose feedback shape depends on the input size (DFA on convnets).
+
+    The output layer is the last converted layer in module order unless ``output_layer`` names one.
+    DFA takes its output error from the gradient that reaches that layer's pre-activation.
+    """
+    rule_obj = get_rule(rule, **rule_options) if isinstance(rule, str) else rule
+    if not isinstance(rule_obj, Rule):
+        raise TypeError(f"rule must be a rule name or a Rule, got {type(rule).__name__}")
+    report = ConversionReport(rule=rule_obj.name)
+    names = [n for n, m in model.named_modules() if _convertible(m)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer to convert")
+    shapes = _input_shapes(model, example_input, names) if example_input is not None else None
+    modules = dict(model.named_modules())
+    layers = []
+    for name, module in modules.items():
+        if _convertible(module):
+            layers.append((name, swap_class(module)))
+            report.converted.append(name)
+        elif not any(True for _ in module.children()) and name:
+            report.left_on_backprop[name] = type(module).__name__
+    if not rule_obj.uses_backward:
+        stray = [n for n, _ in model.named_parameters()
+                 if (n.rsplit(".", 1)[0] if "." in n else "") not in report.converted]
+        if stray:
+            raise ValueError(f"rule {rule_obj.name!r} trains only converted layers, but the model has "
+                             f"other parameters: {stray}")
+    rule_obj.attach(layers, shapes)
+    model.fa_report = report
+    return model
+
+
+def converted_layers(model: nn.Module) -> list[tuple[str, FeedbackLayer]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, FeedbackLayer)]
+
+
+def rule_of(model: nn.Module) -> Rule:
+    """The rule a converted model trains with."""
+    layers = converted_layers(model)
+    if not layers:
+        raise ValueError("model has not been converted; call fa_bench.convert first")
+    return layers[0][1].rule

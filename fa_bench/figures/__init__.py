@@ -1,0 +1,37 @@
+"""Figures from committed results alone. Adding one: a function under @figure("<experiment>") that
+reads results/<experiment>/ and writes its image there."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+FIGURES: dict = {}
+
+
+def figure(experiment: str):
+    def deco(fn):
+        FIGURES[experiment] = fn
+        return fn
+    return deco
+
+
+def make_figure(experiment: str, results_dir: Path | str) -> list[Path]:
+    """Draw the figure(s) of one experiment from ``results_dir/<experiment>``; returns the files written."""
+    folder = Path(results_dir) / experiment
+    if experiment not in FIGURES:
+        return []
+    return FIGURES[experiment](folder)
+
+
+def make_all(results_dir: Path | str) -> list[Path]:
+    written = []
+    for experiment in sorted(FIGURES):
+        if (Path(results_dir) / experiment / "curves.csv").is_file():
+            written += make_figure(experiment, results_dir)
+    return written
+
+
+from fa_bench.figures import lillicrap  # noqa: E402,F401  (register)

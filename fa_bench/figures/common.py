@@ -1,0 +1,49 @@
+"""Shared plotting helpers: mean ± spread over seeds, provenance footers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RULE_STYLE = {  # Lillicrap's colours: shallow light grey, RL dark grey, BP black, FA green
+    "shallow": dict(color="0.7", label="shallow"),
+    "node_perturbation": dict(color="0.35", label="node perturbation (RL)"),
+    "bp": dict(color="black", label="backprop"),
+    "fa": dict(color="tab:green", label="feedback alignment"),
+    "dfa": dict(color="tab:blue", label="DFA"),
+}
+
+
+def series(curves: pd.DataFrame, name: str, split: str, layer: str = "") -> pd.DataFrame:
+    sel = curves[(curves["name"] == name) & (curves["split"] == split) & (curves["layer"].fillna("") == layer)]
+    return sel
+
+
+def mean_band(ax, df: pd.DataFrame, x="examples", y="value", by="seed", band="sd", **style):
+    """Plot the mean over ``by`` and a band of ±1 sd (or min-max) at each x."""
+    pivot = df.pivot_table(index=x, columns=by, values=y, aggfunc="mean")
+    mean = pivot.mean(axis=1)
+    if band == "sd":
+        sd = pivot.std(axis=1, ddof=1).fillna(0)
+        lo, hi = mean - sd, mean + sd
+    else:
+        lo, hi = pivot.min(axis=1), pivot.max(axis=1)
+    ax.plot(mean.index, mean.values, lw=1.5, **style)
+    ax.fill_between(mean.index, lo.values, hi.values, alpha=0.2, color=style.get("color"), lw=0)
+    return mean
+
+
+def provenance(folder: Path) -> str:
+    meta = json.loads((Path(folder) / "meta.json").read_text())
+    commits = ",".join(c[:8] for c in meta["git_commits"])
+    return (f"commit {commits}{' (dirty)' if meta.get('any_dirty') else ''}; {len(meta['seeds'])} seeds; "
+            f"budget {meta['budget']}; {', '.join(meta['devices'])}")
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1:
+        return values
+    kernel = np.ones(window) / window
+    return np.convolve(values, kernel, mode="same")

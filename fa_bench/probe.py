@@ -1,0 +1,101 @@
+"""Alignment probe: per-layer metrics (SPEC §4) measured without touching the training trajectory.
+
+The probe runs its own forward/backward passes on a batch: one under the model's rule and one
+under exact backprop, on the same forward pass (same dropout masks, same batch-norm statistics).
+It restores every random stream and buffer afterwards, so a run with the probe gives the same
+numbers as a run without it, and it never writes ``.grad``.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from fa_bench import metrics as M
+from fa_bench.convert import converted_layers
+
+
+@contextmanager
+def preserved_state(model: nn.Module):
+    """Snapshot RNGs (global, CUDA, each rule's own) and buffers; yield a function that restores them."""
+    rules = {id(layer.rule): layer.rule for _, layer in converted_layers(model)}.values()
+    gens = [g for r in rules for g in [getattr(r, "generator", None)] if g is not None]
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    gen_states = [g.get_state() for g in gens]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+
+    def restore():
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        for g, s in zip(gens, gen_states):
+            g.set_state(s)
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+
+    try:
+        yield restore
+    finally:
+        restore()
+
+
+class AlignmentProbe:
+    """Computes the layer metrics of one converted model; keeps the state that ``sign_flips`` needs."""
+
+    def __init__(self, model: nn.Module, loss_fn):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.layers = converted_layers(model)
+        self.rule = self.layers[0][1].rule
+        self.init_sign = {n: torch.sign(l.weight.detach()).clone() for n, l in self.layers}
+        self.flipped = {n: torch.zeros_like(l.weight, dtype=torch.bool) for n, l in self.layers}
+
+    def _signals(self, x, target, exact: bool):
+        """Teaching signal at each layer's output, and each layer's weight gradient, for one pass."""
+        for _, layer in self.layers:
+            layer.record = {}
+            layer.exact_bp = exact
+        try:
+            with torch.enable_grad():
+                loss = self.loss_fn(self.model(x), target).mean()
+                weights = [layer.weight for _, layer in self.layers]
+                grads = torch.autograd.grad(loss, weights, allow_unused=True)
+            deltas = [layer.record.get("delta") for _, layer in self.layers]
+        finally:
+            for _, layer in self.layers:
+                layer.record = None
+                layer.exact_bp = False
+        return deltas, grads
+
+    def measure(self, x, target) -> list[tuple[str, str, float]]:
+        """Rows of (metric name, layer name, value)."""
+        rows = []
+        rule = self.rule
+        for i, (name, layer) in enumerate(self.layers):
+            W = layer.weight.detach()
+            flipped = self.flipped[name]
+            flipped |= torch.sign(W) != self.init_sign[name]
+            rows.append(("sign_flips", name, float(flipped.double().mean())))
+            if rule.has_feedback and layer.feedback_weight.shape == W.shape:
+                B = layer.feedback_weight.detach()
+                rows += [("weight_angle", name, M.angle(W, B)),
+                         ("sign_congruence", name, M.sign_congruence(W, B)),
+                         ("rel_error", name, M.rel_error(W, B))]
+                if i > 0:  # the first layer's inputs are data, not hidden units
+                    rows.append(("neuron_angle", name, float(M.neuron_angles(W, B).nanmean())))
+        if not rule.uses_backward:
+            return rows
+        with preserved_state(self.model) as restore:
+            d_rule, g_rule = self._signals(x, target, exact=False)
+            restore()
+            d_bp, g_bp = self._signals(x, target, exact=True)
+        for (name, _), dr, db, gr, gb in zip(self.layers, d_rule, d_bp, g_rule, g_bp):
+            if dr is not None and db is not None:
+                rows += [("delta_angle", name, M.batch_angle(dr, db)),
+                         ("norm_ratio", name, M.norm_ratio(db, dr))]
+            if gr is not None and gb is not None:
+                rows.append(("update_angle", name, M.angle(gr, gb)))
+        return rows

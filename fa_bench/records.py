@@ -1,0 +1,68 @@
+"""What a run writes (SPEC §3): metrics.csv rows and summary.json, plus provenance."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+from pathlib import Path
+
+METRIC_COLUMNS = ["step", "epoch", "examples", "split", "name", "layer", "value"]
+
+
+class MetricsWriter:
+    """Appends rows to metrics.csv; flushes at every ``flush()`` so a killed run keeps what it logged."""
+
+    def __init__(self, path: Path | str | None):
+        self.rows_written = 0
+        self._file = None
+        if path is not None:
+            self._file = open(path, "w", newline="")
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(METRIC_COLUMNS)
+        self.last: dict[tuple[str, str, str], float] = {}
+
+    def log(self, step, epoch, examples, split, name, value, layer=""):
+        value = float(value)
+        self.last[(split, name, layer)] = value
+        if self._file is not None:
+            self._csv.writerow([step, epoch, examples, split, name, layer, repr(value)])
+        self.rows_written += 1
+
+    def flush(self):
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def final(self) -> dict[str, float]:
+        """Last value of every logged series, keyed 'split/name' or 'split/name/layer'."""
+        return {"/".join(k for k in key if k): v for key, v in self.last.items()}
+
+
+def git_info(start: Path | None = None) -> dict:
+    """Commit of the code that ran and whether its tree was dirty ('unknown' outside a checkout)."""
+    cwd = Path(start or Path(__file__).resolve().parent)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                capture_output=True, text=True, check=True, timeout=10).stdout
+        return {"git_commit": commit, "git_dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": None}
+
+
+def _jsonable(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
+def write_summary(path: Path | str, summary: dict):
+    clean = {k: ({kk: _jsonable(vv) for kk, vv in v.items()} if isinstance(v, dict) else _jsonable(v))
+             for k, v in summary.items()}
+    Path(path).write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")

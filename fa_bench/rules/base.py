@@ -1,0 +1,150 @@
+"""The Rule base class and the registry every rule module adds itself to."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+RULES: dict[str, type["Rule"]] = {}
+
+
+def register(cls):
+    """Class decorator: make a rule reachable by name from convert(), configs and tests."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a name")
+    if cls.name in RULES:
+        raise ValueError(f"rule {cls.name!r} registered twice")
+    RULES[cls.name] = cls
+    return cls
+
+
+def get_rule(name: str, **options) -> "Rule":
+    if name not in RULES:
+        raise ValueError(f"unknown rule {name!r}; valid rules: {', '.join(sorted(RULES))}")
+    return RULES[name](**options)
+
+
+FEEDBACK_INITS = ("uniform", "normal", "kaiming_uniform", "fan_out_uniform", "sign_of_weight")
+
+
+def draw_feedback(shape, init: str, scale: float | None, generator: torch.Generator,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Draw a feedback tensor on the CPU (so a seed gives the same B on any device).
+
+    fan_in / fan_out follow torch's convention for a weight of this shape: dim 1 × receptive field,
+    dim 0 × receptive field.
+    """
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
+    if init == "uniform":  # U[-scale, scale]: Lillicrap's B
+        bound = 1.0 if scale is None else scale
+        return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+    if init == "normal":
+        std = 1.0 if scale is None else scale
+        return torch.randn(shape, generator=generator) * std
+    if init == "kaiming_uniform":  # what nn.Linear / nn.Conv2d draw for W by default: U(±1/√fan_in)
+        bound = (1.0 if scale is None else scale) / math.sqrt(fan_in)
+        return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+    if init == "fan_out_uniform":  # Nøkland 2016: U(±1/√fan_out)
+        bound = (1.0 if scale is None else scale) / math.sqrt(fan_out)
+        return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+    if init == "sign_of_weight":
+        if weight is None:
+            raise ValueError("init='sign_of_weight' needs the layer's weight")
+        return torch.sign(weight.detach().cpu()) * (1.0 if scale is None else scale)
+    raise ValueError(f"unknown feedback init {init!r}; valid: {', '.join(FEEDBACK_INITS)}")
+
+
+def set_feedback(layer: nn.Module, value: torch.Tensor, learn: bool = False, name: str = "feedback_weight"):
+    """(Re)bind a layer's feedback tensor as a buffer, or as a Parameter when the rule learns it."""
+    value = value.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    if name in layer._parameters:
+        del layer._parameters[name]
+    if name in layer._buffers:
+        del layer._buffers[name]
+    if learn:
+        layer.register_parameter(name, nn.Parameter(value))
+    else:
+        layer.register_buffer(name, value)
+
+
+class Rule:
+    """How one learning rule trains a converted layer.
+
+    A rule instance belongs to one converted model (it may hold per-model state, such as DFA's
+    output error). Layers call it from their forward pass and from their backward Function:
+
+    - ``feedback_matrix(layer)``: the matrix the backward pass uses in place of W (called in forward);
+    - ``error_to_input(layer, grad_out, feedback, x)``: what the layer sends downstream;
+    - ``weight_grads(layer, grad_out, x)``: the weight and bias gradients it reports;
+    - ``feedback_grad(layer, grad_w)``: the gradient of B, for rules whose B learns.
+
+    ``compute_gradients`` is the whole step (forward, loss, gradients); rules that do not learn by a
+    backward pass (node perturbation) override it.
+    """
+
+    name: str = ""
+    has_feedback = True  # layers carry layer.feedback_weight
+    layerwise = True  # feedback_weight has W's shape
+    learns_feedback = False
+    uses_backward = True  # gradients come from one backward pass, so the alignment probe applies
+    options: dict = {"init": "kaiming_uniform", "scale": None, "seed": 0, "output_layer": None}
+
+    def __init__(self, **options):
+        valid = {**Rule.options, **type(self).options}
+        unknown = set(options) - set(valid)
+        if unknown:
+            raise TypeError(f"rule {self.name!r} got unknown option(s) {sorted(unknown)}; "
+                            f"valid options: {', '.join(sorted(valid))}")
+        self.opts = {**valid, **options}
+        self.layers: list[tuple[str, nn.Module]] = []
+        self.output_name: str | None = None
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.opts})"
+
+    # --- set-up --------------------------------------------------------------------------------
+    def attach(self, layers, input_shapes=None):
+        """Bind to the model's converted layers (in module order) and create their feedback."""
+        self.layers = list(layers)
+        names = [n for n, _ in self.layers]
+        wanted = self.opts["output_layer"]
+        if wanted is not None and wanted not in names:
+            raise ValueError(f"output_layer {wanted!r} is not a converted layer; converted: {names}")
+        self.output_name = wanted if wanted is not None else names[-1]
+        generator = torch.Generator().manual_seed(int(self.opts["seed"]))
+        for name, layer in self.layers:
+            layer.rule = self
+            layer.is_output = name == self.output_name
+            self.init_layer(layer, generator, None if input_shapes is None else input_shapes.get(name))
+
+    def init_layer(self, layer, generator, input_shape):
+        if self.has_feedback:
+            B = draw_feedback(tuple(layer.weight.shape), self.opts["init"], self.opts["scale"], generator,
+                              weight=layer.weight)
+            set_feedback(layer, B, learn=self.learns_feedback)
+
+    # --- the backward contract -----------------------------------------------------------------
+    def forward(self, layer, x):
+        return layer.run_rule(x, self)
+
+    def feedback_matrix(self, layer):
+        return layer.feedback_weight.detach()
+
+    def error_to_input(self, layer, grad_out, feedback, x):
+        return layer.propagate(grad_out, feedback, x)
+
+    def weight_grads(self, layer, grad_out, x):
+        return layer.local_grads(grad_out, x)
+
+    def feedback_grad(self, layer, grad_w):
+        return None
+
+    # --- one training step's gradients -----------------------------------------------------------
+    def compute_gradients(self, model, x, target, loss_fn):
+        """Forward, loss, and gradients into ``.grad``; returns (per-example loss, output), detached."""
+        out = model(x)
+        per_example = loss_fn(out, target)
+        per_example.mean().backward()
+        return per_example.detach(), out.detach()

@@ -1,0 +1,9 @@
+"""Feedback alignment (Lillicrap et al. 2016): a fixed random B in place of W in the backward pass."""
+from fa_bench.rules.base import Rule, register
+
+
+@register
+class FA(Rule):
+    """δ_{l-1} = (B_l δ_l) ∘ f'(a_{l-1}); B_l fixed, drawn once from ``init`` and ``scale``."""
+
+    name = "fa"

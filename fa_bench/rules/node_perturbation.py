@@ -1,0 +1,68 @@
+"""Node perturbation (Williams 1992; Werfel, Xie & Seung 2005): Lillicrap's reinforcement-learning baseline."""
+import torch
+
+from fa_bench.rules.base import Rule, register
+
+
+@register
+class NodePerturbation(Rule):
+    """Every weight learns from one scalar per example: the change in loss caused by unit noise.
+
+    Each step runs the batch twice without autograd: clean, then with Gaussian noise ξ_l ~ N(0, σ²)
+    added to every converted layer's pre-activations. With ΔL = L_noisy − L_clean per example,
+    ĝ_l = (ΔL / σ²) ξ_l is an unbiased estimate of ∂L/∂a_l (to first order), and W_l receives
+    ĝ_l · x_lᵀ with x_l the input the layer saw in the noisy pass. The reward ΔL is the only signal;
+    no error vector travels anywhere.
+    """
+
+    name = "node_perturbation"
+    has_feedback = False
+    uses_backward = False
+    options = {"sigma": 1e-3}
+
+    def attach(self, layers, input_shapes=None):
+        self.noisy = False
+        self.generator = torch.Generator().manual_seed(int(self.opts["seed"]) + 2)
+        super().attach(layers, input_shapes)
+
+    def init_layer(self, layer, generator, input_shape):
+        pass
+
+    def forward(self, layer, x):
+        if layer.exact_bp:
+            return super().forward(layer, x)
+        out = layer.affine(x, layer.weight, layer.bias)
+        if self.noisy:
+            noise = torch.randn(out.shape, generator=self.generator).to(out.device, out.dtype)
+            noise.mul_(self.opts["sigma"])
+            layer.record_np = (x.detach(), noise)
+            out = out + noise
+        return out
+
+    def compute_gradients(self, model, x, target, loss_fn):
+        with torch.no_grad():
+            self.noisy = False
+            out = model(x)
+            clean = loss_fn(out, target)
+            self.noisy = True
+            try:
+                noisy = loss_fn(model(x), target)
+            finally:
+                self.noisy = False
+            scale = (noisy - clean) / (self.opts["sigma"] ** 2 * x.shape[0])  # mean over the batch
+            for _, layer in self.layers:
+                inp, noise = layer.record_np
+                g = noise * scale.view(-1, *([1] * (noise.dim() - 1)))
+                grad_w, grad_b = layer.local_grads(g, inp)
+                _accumulate(layer.weight, grad_w)
+                if layer.bias is not None:
+                    _accumulate(layer.bias, grad_b)
+                layer.record_np = None
+        return clean, out
+
+
+def _accumulate(param, grad):
+    if param.grad is None:
+        param.grad = grad.clone()
+    else:
+        param.grad.add_(grad)

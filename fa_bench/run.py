@@ -1,0 +1,136 @@
+"""One run from a composed config: validate, build, train, write metrics.csv and summary.json."""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import fa_bench
+from fa_bench.data import DATASETS, load_dataset
+from fa_bench.losses import LOSSES, get_loss
+from fa_bench.models import MODELS, build_model
+from fa_bench.optim import OPTIMIZERS, build_optimizer
+from fa_bench.records import MetricsWriter, git_info, write_summary
+from fa_bench.rules import RULES, get_rule
+from fa_bench.trainer import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+# Offsets keep the random streams of one seed apart: the model's weights, its feedback, the batch order.
+FEEDBACK_SEED_OFFSET = 10_000
+ORDER_SEED_OFFSET = 20_000
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; raised before any training starts."""
+
+
+def _check(kind: str, value, valid):
+    if value not in valid:
+        raise ConfigError(f"unknown {kind} {value!r}; valid {kind}s: {', '.join(sorted(valid))}")
+
+
+def resolve_config(cfg: DictConfig) -> DictConfig:
+    """Apply ``per_rule`` overrides for the chosen rule, then validate every name in the config.
+
+    ``per_rule`` lets one experiment file give each rule its own settings (learning rate, feedback
+    scale, noise) while a sweep varies ``rule``: {rule_name: {any config subtree to merge}}.
+    """
+    cfg = cfg.copy()
+    _check("rule", cfg.rule.name, RULES)
+    overrides = (cfg.get("per_rule") or {}).get(cfg.rule.name)
+    if overrides is not None:
+        with open_dict(cfg):
+            cfg = OmegaConf.merge(cfg, overrides)
+    _check("rule", cfg.rule.name, RULES)
+    _check("model", cfg.model.name, MODELS)
+    _check("dataset", cfg.dataset.name, DATASETS)
+    _check("loss", cfg.loss, LOSSES)
+    _check("optimizer", cfg.optimizer.name, OPTIMIZERS)
+    _check("device", cfg.device, ("auto", "cpu", "cuda", *[f"cuda:{i}" for i in range(8)]))
+    try:
+        get_rule(cfg.rule.name, **_rule_options(cfg))
+    except TypeError as err:
+        raise ConfigError(str(err)) from err
+    return cfg
+
+
+def _rule_options(cfg):
+    opts = {k: v for k, v in OmegaConf.to_container(cfg.rule, resolve=True).items() if k != "name"}
+    opts["seed"] = int(cfg.seed) + FEEDBACK_SEED_OFFSET
+    return opts
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available here; use device=auto or cpu")
+    return torch.device(name)
+
+
+def build(cfg: DictConfig, device):
+    """Data, converted model, loss and optimizer for a resolved config."""
+    data_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()
+                   if k not in ("name", "loss")}
+    data_kwargs.setdefault("root", cfg.data.root)
+    data = load_dataset(cfg.dataset.name, device=device, **data_kwargs)
+    model_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"}
+    model = build_model(cfg.model.name, seed=int(cfg.seed), **model_kwargs).to(device)
+    model = fa_bench.convert(model, cfg.rule.name, example_input=data.x_train[:2], **_rule_options(cfg))
+    log.info("%s", model.fa_report)
+    optim_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.optimizer, resolve=True).items() if k != "name"}
+    if cfg.rule.get("decay") is not None:
+        optim_kwargs["feedback_decay"] = cfg.rule.decay
+    optimizer = build_optimizer(model, cfg.optimizer.name, **optim_kwargs)
+    return data, model, get_loss(cfg.loss), optimizer
+
+
+def run(cfg: DictConfig, out_dir: Path | str | None) -> dict:
+    """Run one config; write metrics.csv, summary.json and the resolved config into ``out_dir``."""
+    cfg = resolve_config(cfg)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    device = pick_device(cfg.device)
+    torch.manual_seed(int(cfg.seed))
+    summary = {
+        "status": "failed", "experiment": cfg.get("experiment_name"), "rule": cfg.rule.name,
+        "model": cfg.model.name, "dataset": cfg.dataset.name, "seed": int(cfg.seed),
+        "device": str(device), "torch_version": torch.__version__, "fa_bench_version": fa_bench.__version__,
+        "python_version": platform.python_version(), **git_info(),
+        "budget": {"epochs": cfg.trainer.epochs, "max_steps": cfg.trainer.max_steps,
+                   "batch_size": cfg.trainer.batch_size},
+    }
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    writer = MetricsWriter(out_dir / "metrics.csv" if out_dir is not None else None)
+    start = time.perf_counter()
+    try:
+        data, model, loss_fn, optimizer = build(cfg, device)
+        tcfg = TrainConfig(**OmegaConf.to_container(cfg.trainer, resolve=True),
+                           metrics_every=cfg.metrics.every, metrics_batch_size=cfg.metrics.batch_size)
+        order = torch.Generator().manual_seed(int(cfg.seed) + ORDER_SEED_OFFSET)
+        result = train(model, fa_bench.rule_of(model), data, loss_fn, optimizer, tcfg, writer, order,
+                       desc=f"{cfg.rule.name} seed {cfg.seed}")
+        summary.update(status=result.status, final=result.final, steps=result.steps,
+                       examples=result.examples, epochs_run=result.epochs_run)
+        if result.status == "diverged":
+            log.warning("run diverged at step %d; marked 'diverged' in summary.json", result.steps)
+    except KeyboardInterrupt:
+        summary["status"] = "interrupted"
+        raise
+    except Exception as err:
+        summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        writer.close()
+        summary["wall_time"] = time.perf_counter() - start
+        if out_dir is not None:
+            write_summary(out_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,154 @@
+"""One tight training loop for every rule, model and data set (data on the device, no DataLoader)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from fa_bench import metrics as M
+from fa_bench.data import DataBundle, batches
+from fa_bench.probe import AlignmentProbe
+from fa_bench.records import MetricsWriter
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    max_steps: int | None = None  # stop early after this many steps (tiny budgets, tests)
+    batch_size: int = 64
+    shuffle: bool = True
+    eval_every: int = 500  # steps between evaluations (and train-window summaries)
+    eval_batch_size: int = 10000
+    metrics_every: int = 100  # steps between alignment probes; 0 turns the probe off
+    metrics_batch_size: int | None = None  # None: probe the current training batch
+    divergence_loss: float = 1e6  # a train-window loss above this (or non-finite) ends the run as diverged
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed | diverged
+    steps: int
+    examples: int
+    epochs_run: int
+    wall_time: float
+    final: dict = field(default_factory=dict)
+
+
+@torch.no_grad()
+def evaluate(model, x, y, loss_fn, task, batch_size) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    outs = torch.cat([model(xb) for xb in x.split(batch_size)])
+    model.train(was_training)
+    result = {"loss": float(loss_fn(outs, y).mean())}
+    if task == "regression":
+        result["nse"] = M.nse(outs, y)
+    else:
+        result["error"] = M.error(outs, y)
+        if outs.shape[1] > 5:
+            result["top5_error"] = M.top5_error(outs, y)
+    return result
+
+
+class _Window:
+    """Training statistics accumulated on the device between evaluations (no host sync per step)."""
+
+    def __init__(self, task):
+        self.task = task
+        self.reset()
+
+    def reset(self):
+        self.n = 0
+        self.loss = self.sse = self.t_sum = self.t_sq = self.wrong = 0
+
+    def add(self, per_example_loss, out, y):
+        self.n += y.shape[0]
+        self.loss = self.loss + per_example_loss.sum()
+        if self.task == "regression":
+            self.sse = self.sse + (out - y).pow(2).sum()
+            self.t_sum = self.t_sum + y.sum(0)
+            self.t_sq = self.t_sq + y.pow(2).sum(0)
+        else:
+            self.wrong = self.wrong + (out.argmax(1) != y).sum()
+
+    def summary(self) -> dict[str, float]:
+        result = {"loss": float(self.loss) / self.n}
+        if self.task == "regression":
+            # Lillicrap eq. 4: the sample-mean predictor's squared error over the same window
+            baseline = (self.t_sq - self.t_sum.pow(2) / self.n).sum()
+            result["nse"] = float(self.sse / baseline)
+        else:
+            result["error"] = 100.0 * float(self.wrong) / self.n
+        return result
+
+
+def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, writer: MetricsWriter,
+          generator: torch.Generator, desc: str = "train") -> TrainResult:
+    """Train in place. ``rule.compute_gradients`` fills ``.grad``; the optimizer steps.
+
+    Logs, every ``eval_every`` steps, the train-window loss (and nse or error) and the test metrics;
+    every ``metrics_every`` steps, the alignment probe's layer metrics on the batch about to be used.
+    """
+    start = time.perf_counter()
+    n_train = data.x_train.shape[0]
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    probe = AlignmentProbe(model, loss_fn) if cfg.metrics_every else None
+    probe_batch = None
+    if probe is not None and cfg.metrics_batch_size:
+        idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[:cfg.metrics_batch_size]
+        idx = idx.to(data.x_train.device)
+        probe_batch = (data.x_train[idx], data.y_train[idx])
+    window = _Window(data.task)
+    step = examples = epoch = 0
+    status = "completed"
+
+    def log_eval():
+        nonlocal status
+        if window.n:
+            summary = window.summary()
+            for name, value in summary.items():
+                writer.log(step, epoch, examples, "train", name, value)
+            if not (math.isfinite(summary["loss"]) and summary["loss"] < cfg.divergence_loss):
+                status = "diverged"
+            window.reset()
+        for name, value in evaluate(model, data.x_test, data.y_test, loss_fn, data.task,
+                                    cfg.eval_batch_size).items():
+            writer.log(step, epoch, examples, "test", name, value)
+        writer.flush()
+
+    def log_probe(xb, yb):
+        for name, layer, value in probe.measure(*(probe_batch or (xb, yb))):
+            writer.log(step, epoch, examples, "train", name, value, layer=layer)
+
+    model.train()
+    log_eval()
+    bar = tqdm(total=total, desc=desc, disable=not cfg.progress, mininterval=1.0, leave=False)
+    while step < total and status == "completed":
+        for idx in batches(n_train, cfg.batch_size, generator, data.x_train.device, cfg.shuffle):
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            if probe is not None and step % cfg.metrics_every == 0:
+                log_probe(xb, yb)
+            optimizer.zero_grad(set_to_none=True)
+            per_example, out = rule.compute_gradients(model, xb, yb, loss_fn)
+            optimizer.step()
+            window.add(per_example, out, yb)
+            step += 1
+            examples += yb.shape[0]
+            if step % cfg.eval_every == 0 or step == total:
+                bar.update(step - bar.n)
+                log_eval()
+                if status != "completed" or step == total:
+                    break
+        epoch += 1
+    bar.close()
+    if probe is not None and status == "completed":
+        log_probe(xb, yb)  # the state training ended in, on the last batch (or the fixed probe batch)
+    writer.flush()
+    return TrainResult(status, step, examples, epoch, time.perf_counter() - start, writer.final())
