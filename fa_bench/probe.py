@@ -93,7 +93,8 @@ class AlignmentProbe:
             restore()
             d_bp, g_bp = self._signals(x, target, exact=True)
         for (name, _), dr, db, gr, gb in zip(self.layers, d_rule, d_bp, g_rule, g_bp):
-            if dr is not None and db is not None:
+            # autograd hands zeros to a layer that nothing reaches (shallow's hidden layers): no signal
+            if dr is not None and db is not None and bool(dr.any()):
                 rows += [("delta_angle", name, M.batch_angle(dr, db)),
                          ("norm_ratio", name, M.norm_ratio(db, dr))]
             if gr is not None and gb is not None:

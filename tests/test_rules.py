@@ -11,7 +11,9 @@ Conventions used throughout:
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -21,13 +23,15 @@ from torch import nn
 
 import fa_bench
 from fa_bench import RULES, converted_layers
+from fa_bench.rules import Rule
 
 ALL_RULES = sorted(RULES)
 FEEDBACK_RULES = [n for n in ALL_RULES if RULES[n].has_feedback]
 # rules whose B is a random draw (so the seed must matter); usf/brsf start from sign(W)
 RANDOM_B_RULES = [n for n in ("fa", "dfa", "frsf", "matched") if n in RULES]
+REDRAWN_B_RULES = {"brsf"}  # B drawn afresh every forward pass, from a stream not in state_dict
 CONF_RULE_DIR = Path(__file__).resolve().parents[1] / "conf" / "rule"
-TIGHT = dict(rtol=1e-10, atol=1e-12)  # float64 "exact": only summation order may differ
+TIGHT = {"rtol": 1e-10, "atol": 1e-12}  # float64 "exact": only summation order may differ
 
 
 # ------------------------------------------------------------------------------------------------
@@ -36,7 +40,7 @@ TIGHT = dict(rtol=1e-10, atol=1e-12)  # float64 "exact": only summation order ma
 def mlp(sizes, act=nn.Tanh, bias=True, seed=0):
     torch.manual_seed(seed)
     layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b, bias=bias))
         if i < len(sizes) - 2:
             layers.append(act())
@@ -45,13 +49,13 @@ def mlp(sizes, act=nn.Tanh, bias=True, seed=0):
 
 # conv keyword sets covering every geometry the converted Conv2d must reproduce
 CONV_CASES = {
-    "stride2_pad1": dict(stride=2, padding=1),
-    "pad2": dict(padding=2),
-    "dilation2": dict(dilation=2),
-    "groups2": dict(groups=2),
-    "no_bias": dict(bias=False),
-    "same_dilated": dict(padding="same", dilation=2),
-    "all_at_once": dict(stride=2, padding=2, dilation=2, groups=2, bias=False),
+    "stride2_pad1": {"stride": 2, "padding": 1},
+    "pad2": {"padding": 2},
+    "dilation2": {"dilation": 2},
+    "groups2": {"groups": 2},
+    "no_bias": {"bias": False},
+    "same_dilated": {"padding": "same", "dilation": 2},
+    "all_at_once": {"stride": 2, "padding": 2, "dilation": 2, "groups": 2, "bias": False},
 }
 CONV_INPUT = (3, 2, 9, 9)  # batch, channels, height, width
 
@@ -75,7 +79,7 @@ def ce(out, target):
 
 
 def sse(out, target):
-    return 0.5 * ((out - target) ** 2).sum(1)
+    return 0.5 * ((out - target) ** 2).flatten(1).sum(1)
 
 
 def class_batch(n, shape, n_classes, seed=1):
@@ -116,10 +120,16 @@ def autograd_grads(model, x, target, loss_fn):
     return grads
 
 
+def assert_close(got, want, what="", exact=False):
+    """float64 agreement up to summation order (or bit for bit), naming the tensor when it fails."""
+    tol = {"rtol": 0, "atol": 0} if exact else TIGHT
+    torch.testing.assert_close(got, want, **tol, msg=(lambda m: f"{what}: {m}") if what else None)
+
+
 def assert_same_grads(got, want, names=None):
     for name in names or want:
         assert got[name] is not None, f"{name}: no gradient"
-        torch.testing.assert_close(got[name], want[name], **TIGHT, msg=lambda m: f"{name}: {m}")
+        assert_close(got[name], want[name], name)
 
 
 def set_feedback_to_weight(model):
@@ -134,10 +144,10 @@ def cosine(a, b):
 
 # the nets tests 1 and 2 run on: MLPs (bias / no bias, tanh / sigmoid) and every conv geometry
 MLP_CASES = {
-    "tanh_bias": dict(act=nn.Tanh, bias=True),
-    "sigmoid_bias": dict(act=nn.Sigmoid, bias=True),
-    "tanh_no_bias": dict(act=nn.Tanh, bias=False),
-    "sigmoid_no_bias": dict(act=nn.Sigmoid, bias=False),
+    "tanh_bias": {"act": nn.Tanh, "bias": True},
+    "sigmoid_bias": {"act": nn.Sigmoid, "bias": True},
+    "tanh_no_bias": {"act": nn.Tanh, "bias": False},
+    "sigmoid_no_bias": {"act": nn.Sigmoid, "bias": False},
 }
 
 
@@ -176,9 +186,18 @@ def test_fa_with_random_feedback_differs_from_bp():
     # guard for the two tests above: with a random B the hidden gradients must NOT match backprop
     model, x, t = reference_case("tanh_bias")
     fa, bp = step_grads(converted(model, "fa"), x, t, ce), autograd_grads(model, x, t, ce)
-    torch.testing.assert_close(fa["4.weight"], bp["4.weight"], **TIGHT)  # the output layer is exact
+    assert_close(fa["4.weight"], bp["4.weight"])  # the output layer is exact
     for hidden in ("0.weight", "2.weight"):
         assert not torch.allclose(fa[hidden], bp[hidden], rtol=1e-3), hidden
+
+
+def test_bp_on_token_inputs():
+    # "any nn.Module": Linear layers applied to (batch, tokens, features) must fold the token axis
+    model = mlp([6, 7, 4], seed=4)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 3, 6, generator=g, dtype=torch.float64)
+    t = torch.randn(5, 3, 4, generator=g, dtype=torch.float64)
+    assert_same_grads(step_grads(converted(model, "bp"), x, t, sse), autograd_grads(model, x, t, sse))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -201,9 +220,9 @@ def test_fa_linear_layer_algebra(init):
     grad_out, x = backward_through(layer, x)
     B = layer.feedback_weight
     assert not torch.allclose(B, layer.weight)  # otherwise the test could not tell B from W
-    torch.testing.assert_close(x.grad, grad_out @ B, **TIGHT)
-    torch.testing.assert_close(layer.weight.grad, grad_out.t() @ x.detach(), **TIGHT)
-    torch.testing.assert_close(layer.bias.grad, grad_out.sum(0), **TIGHT)
+    assert_close(x.grad, grad_out @ B)
+    assert_close(layer.weight.grad, grad_out.t() @ x.detach())
+    assert_close(layer.bias.grad, grad_out.sum(0))
 
 
 @pytest.mark.parametrize("kind", list(CONV_CASES))
@@ -214,15 +233,13 @@ def test_fa_conv_layer_algebra(kind):
     x = torch.randn(CONV_INPUT, dtype=torch.float64)
     grad_out, x = backward_through(layer, x)
     B = layer.feedback_weight
-    geometry = dict(stride=layer.stride, padding=layer._padding_list(), dilation=layer.dilation,
-                    groups=layer.groups)
-    torch.testing.assert_close(
-        x.grad, torch.nn.grad.conv2d_input(x.shape, B, grad_out, **geometry), **TIGHT)
-    torch.testing.assert_close(
-        layer.weight.grad,
-        torch.nn.grad.conv2d_weight(x.detach(), layer.weight.shape, grad_out, **geometry), **TIGHT)
+    # "same" padding resolved to numbers, as torch.nn.grad wants them
+    geometry = {"stride": layer.stride, "padding": layer._padding_list(), "dilation": layer.dilation,
+                "groups": layer.groups}
+    assert_close(x.grad, torch.nn.grad.conv2d_input(x.shape, B, grad_out, **geometry))
+    assert_close(layer.weight.grad, torch.nn.grad.conv2d_weight(x.detach(), B.shape, grad_out, **geometry))
     if layer.bias is not None:
-        torch.testing.assert_close(layer.bias.grad, grad_out.sum((0, 2, 3)), **TIGHT)
+        assert_close(layer.bias.grad, grad_out.sum((0, 2, 3)))
     else:
         assert layer.bias is None
 
@@ -243,8 +260,8 @@ def test_fa_two_layer_linear_by_hand():
     e = (y - t) / len(x)  # ∂(mean loss)/∂y for 0.5‖y − t‖²
     step_grads(model, x, t, sse)
     # Lillicrap: ΔW1 ∝ e hᵀ, ΔW0 ∝ (B e) xᵀ with his B = our B1ᵀ, summed over the batch
-    torch.testing.assert_close(l1.weight.grad, e.t() @ h, **TIGHT)
-    torch.testing.assert_close(l0.weight.grad, (e @ B1).t() @ x, **TIGHT)
+    assert_close(l1.weight.grad, e.t() @ h)
+    assert_close(l0.weight.grad, (e @ B1).t() @ x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -264,6 +281,7 @@ def test_dfa_one_hidden_layer_is_fa():
     with torch.no_grad():  # share the output layer's B, the only feedback that reaches a weight
         layer_dict(dfa)["2"].feedback_weight.copy_(layer_dict(fa)["2"].feedback_weight)
     got, want = step_grads(dfa, x, t, ce), step_grads(fa, x, t, ce)
+    # parameters only: what the bottom layer sends to x differs by design (e·B_0 vs δ_0·B_0)
     assert_same_grads(got, want, names=[n for n, _ in model.named_parameters()])
 
 
@@ -290,10 +308,9 @@ def test_dfa_deep_mlp_by_hand():
         h_prev = torch.tanh(a)
     for k in range(len(layers) - 1):  # hidden layers: B of the layer ABOVE, which sends e·B to h_k
         delta = (e @ layers[k + 1].feedback_weight) * (1 - torch.tanh(pre[k]) ** 2)
-        torch.testing.assert_close(layers[k].weight.grad, delta.t() @ inputs[k], **TIGHT,
-                                   msg=lambda m: f"hidden layer {k}: {m}")
-        torch.testing.assert_close(layers[k].bias.grad, delta.sum(0), **TIGHT)
-    torch.testing.assert_close(layers[-1].weight.grad, e.t() @ inputs[-1], **TIGHT)
+        assert_close(layers[k].weight.grad, delta.t() @ inputs[k], f"hidden layer {k}")
+        assert_close(layers[k].bias.grad, delta.sum(0))
+    assert_close(layers[-1].weight.grad, e.t() @ inputs[-1])
 
 
 def test_dfa_conv_needs_example_input():
@@ -303,14 +320,14 @@ def test_dfa_conv_needs_example_input():
 
 def test_dfa_convnet_by_hand():
     in_shape = (3, 1, 10, 10)
-    plain = convnet(dict(padding=1), pool=True, in_shape=in_shape, seed=3)
+    plain = convnet({"padding": 1}, pool=True, in_shape=in_shape, seed=3)
     x, t = class_batch(in_shape[0], in_shape[1:], 5)
     dfa = converted(plain, "dfa", example_input=x, seed=5)
     step_grads(dfa, x, t, ce)
     e = output_error(plain, x, t, ce)
     layers = layer_dict(dfa)
     idx = [int(n) for n in layers]  # Sequential indices of the converted layers, bottom to top
-    for below, above in zip(idx[:-1], idx[1:]):
+    for below, above in itertools.pairwise(idx):
         if not isinstance(plain[below], nn.Conv2d):
             continue
         # e·B_above is injected at the input of the layer above and pushed back to the conv's
@@ -323,9 +340,8 @@ def test_dfa_convnet_by_hand():
         conv = plain[below]
         want = torch.nn.grad.conv2d_weight(h, conv.weight.shape, delta, conv.stride, conv.padding,
                                            conv.dilation, conv.groups)
-        torch.testing.assert_close(layers[str(below)].weight.grad, want, **TIGHT,
-                                   msg=lambda m: f"conv layer {below}: {m}")
-        torch.testing.assert_close(layers[str(below)].bias.grad, delta.sum((0, 2, 3)), **TIGHT)
+        assert_close(layers[str(below)].weight.grad, want, f"conv layer {below}")
+        assert_close(layers[str(below)].bias.grad, delta.sum((0, 2, 3)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -337,6 +353,7 @@ def test_shallow_trains_only_the_output_layer(kind):
     shallow = converted(model, "shallow")
     got, want = step_grads(shallow, x, t, ce), autograd_grads(model, x, t, ce)
     out_name = converted_layers(shallow)[-1][0]
+    assert got["input"] is None  # the output layer sends nothing down: no backward work below it
     for name, layer in converted_layers(shallow):
         if name == out_name:
             assert_same_grads(got, want, names=[f"{name}.weight", f"{name}.bias"])
@@ -358,7 +375,7 @@ def assert_sign_concordant(model, magnitude=None):
     for name, layer in converted_layers(model):
         W, B = layer.weight.detach(), layer.feedback_weight
         want = torch.sign(W) if magnitude is None else magnitude(layer) * torch.sign(W)
-        torch.testing.assert_close(B, want, rtol=0, atol=0, msg=lambda m: f"layer {name}: {m}")
+        assert_close(B, want, f"layer {name}", exact=True)
 
 
 def test_usf_feedback_is_sign_of_weight_and_refreshes():
@@ -378,7 +395,7 @@ def test_usf_input_gradient_uses_sign_of_weight():
     torch.manual_seed(0)
     layer = fa_bench.convert(nn.Linear(5, 4).double(), "usf")
     grad_out, x = backward_through(layer, torch.randn(6, 5, dtype=torch.float64))
-    torch.testing.assert_close(x.grad, grad_out @ torch.sign(layer.weight.detach()), **TIGHT)
+    assert_close(x.grad, grad_out @ torch.sign(layer.weight.detach()))
 
 
 def test_frsf_magnitude_is_fixed():
@@ -400,6 +417,7 @@ def brsf_feedback_sequence(seed, n_batches=3):
     seq = []
     for _ in range(n_batches):
         model(x)  # one batch: B is redrawn in the forward pass
+        # B == |B|∘sign(W): B carries W's signs, and is 0 exactly where W is
         assert_sign_concordant(model, magnitude=lambda l: l.feedback_weight.abs())
         seq.append([l.feedback_weight.clone() for _, l in converted_layers(model)])
     return seq
@@ -422,7 +440,7 @@ def test_brsf_input_gradient_uses_this_batchs_feedback():
     x = torch.randn(6, 5, dtype=torch.float64)
     for _ in range(2):
         grad_out, xg = backward_through(layer, x)
-        torch.testing.assert_close(xg.grad, grad_out @ layer.feedback_weight, **TIGHT)
+        assert_close(xg.grad, grad_out @ layer.feedback_weight)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -446,7 +464,7 @@ def test_matched_feedback_gets_weight_gradient():
     step_grads(model, x, t, ce)
     for name, layer in converted_layers(model):
         assert layer.feedback_weight.grad is not None, name
-        torch.testing.assert_close(layer.feedback_weight.grad, layer.weight.grad, rtol=0, atol=0)
+        assert_close(layer.feedback_weight.grad, layer.weight.grad, name, exact=True)
 
 
 def test_matched_sgd_moves_feedback_like_weight():
@@ -458,7 +476,7 @@ def test_matched_sgd_moves_feedback_like_weight():
     for name, (W1, B1) in snapshot(model).items():
         W0, B0 = before[name]
         assert not torch.equal(W1, W0)
-        torch.testing.assert_close(B1 - B0, W1 - W0, **TIGHT)
+        assert_close(B1 - B0, W1 - W0)
 
 
 def test_matched_weight_decay_closes_the_gap():
@@ -472,7 +490,7 @@ def test_matched_weight_decay_closes_the_gap():
         opt.step()
         for name, (W1, B1) in snapshot(model).items():
             W0, B0 = before[name]
-            torch.testing.assert_close((W1 - B1).norm(), (1 - lr * decay) * (W0 - B0).norm(), **TIGHT)
+            assert_close((W1 - B1).norm(), (1 - lr * decay) * (W0 - B0).norm())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -530,6 +548,11 @@ def test_feedback_survives_state_dict_and_dtype(rule):
     saved = feedback_of(model)
     for name, B in feedback_of(fresh).items():
         assert torch.equal(B, saved[name]), name
+    if rule not in REDRAWN_B_RULES:  # B rebuilt in forward (usf, frsf) must come from saved state
+        x, _ = class_batch(2, (5,), 3)
+        model(x.float()), fresh(x.float())
+        assert all(torch.equal(B, feedback_of(model)[n]) for n, B in feedback_of(fresh).items())
+        saved = feedback_of(model)
     model.to(torch.float64)
     for name, B in feedback_of(model).items():
         assert B.dtype == torch.float64, name
@@ -571,7 +594,7 @@ def registry_net(kind):
         model = mlp([6, 7, 4]).float()
         x, t = class_batch(5, (6,), 4)
     else:
-        model = convnet(dict(padding=1), pool=True, in_shape=(3, 2, 10, 10)).float()
+        model = convnet({"padding": 1}, pool=True, in_shape=(3, 2, 10, 10)).float()
         x, t = class_batch(3, (2, 10, 10), 5)
     return model, x.float(), t
 
@@ -613,7 +636,7 @@ def test_every_rule_has_a_config(rule):
 
 
 def test_report_lists_what_stays_on_backprop():
-    plain, x, _ = registry_net("convnet")
+    plain, _, _ = registry_net("convnet")
     report = converted(plain, "fa").fa_report
     assert report.converted == ["0", "3", "7"]
     assert report.left_on_backprop == {"1": "Tanh", "2": "MaxPool2d", "4": "Tanh", "5": "MaxPool2d",
@@ -626,18 +649,19 @@ def test_report_lists_what_stays_on_backprop():
 def test_unknown_rule_lists_valid_rules():
     with pytest.raises(ValueError) as err:
         fa_bench.convert(mlp([3, 2]), "nope")
-    assert "nope" in str(err.value)
-    for name in ALL_RULES:
-        assert name in str(err.value), name
+    words = set(re.findall(r"\w+", str(err.value)))  # whole words: "fa" must not hide in "dfa"
+    assert "nope" in words
+    assert set(ALL_RULES) <= words, f"missing {set(ALL_RULES) - words} in: {err.value}"
 
 
 @pytest.mark.parametrize("rule", ALL_RULES)
 def test_unknown_option_names_valid_options(rule):
     with pytest.raises(TypeError) as err:
         fa_bench.convert(mlp([3, 2]), rule, bogus_option=1)
-    assert "bogus_option" in str(err.value)
-    for option in ("init", "scale", "seed", "output_layer"):
-        assert option in str(err.value), option
+    words = set(re.findall(r"\w+", str(err.value)))
+    valid = {*Rule.options, *RULES[rule].options}  # the shared options plus the rule's own
+    assert "bogus_option" in words
+    assert valid <= words, f"missing {valid - words} in: {err.value}"
 
 
 def test_model_without_convertible_layers():
@@ -647,6 +671,13 @@ def test_model_without_convertible_layers():
 
 @pytest.mark.parametrize("rule", ALL_RULES)
 def test_unknown_output_layer(rule):
-    # every rule should give the same clear error naming the converted layers
-    with pytest.raises(ValueError, match="output_layer"):
+    # every rule should give Rule.attach's clear error naming the converted layers. Known bug: dfa
+    # looks the name up before validating it and raises a bare KeyError('nope').
+    try:
         fa_bench.convert(mlp([3, 4, 2]), rule, output_layer="nope")
+    except Exception as exc:  # noqa: BLE001 - the type is what is under test
+        err = exc
+    else:
+        pytest.fail("a bad output_layer was accepted")
+    assert isinstance(err, ValueError), f"{rule}: bad output_layer raised {type(err).__name__}({err})"
+    assert "output_layer" in str(err) and "'0'" in str(err) and "'2'" in str(err)

@@ -27,9 +27,11 @@ class DFA(Rule):
 
     def attach(self, layers, input_shapes=None):
         self.error = None
-        names = [n for n, _ in layers]
-        out_name = self.opts["output_layer"] or names[-1]
-        self.n_out = dict(layers)[out_name].weight.shape[0]
+        by_name = dict(layers)
+        out_name = self.opts["output_layer"] or list(by_name)[-1]
+        if out_name not in by_name:
+            raise ValueError(f"output_layer {out_name!r} is not a converted layer; converted: {list(by_name)}")
+        self.n_out = by_name[out_name].weight.shape[0]
         super().attach(layers, input_shapes)
 
     def init_layer(self, layer, generator, input_shape):
@@ -51,6 +53,8 @@ class DFA(Rule):
         if self.error is None:
             raise RuntimeError("dfa: a hidden layer ran its backward before the output layer; "
                                "the output layer must be downstream of every converted layer")
+        if self.error.shape[:-1] == x.shape[:-1]:  # Linear on (batch, ..., features): e per position
+            return self.error @ feedback
         e = self.error.reshape(x.shape[0], -1)
         return (e @ feedback).view(x.shape)
 

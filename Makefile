@@ -1,0 +1,21 @@
+# fa_bench: the commands a newcomer needs. FA_DATA points at the data sets (MNIST under $FA_DATA/MNIST/raw).
+export FA_DATA ?= $(abspath ../shared/data)
+PYTHON ?= python
+
+.PHONY: install test figures fig2 clean
+
+install:            ## torch/torchvision from this machine's disk, then fa_bench (editable) with test extras
+	$(PYTHON) -m pip install torch torchvision
+	$(PYTHON) -m pip install -e ".[test]"
+
+test:               ## the test suite (what .ci/run calls)
+	$(PYTHON) -m pytest -q
+
+figures:            ## every figure, table and results/SCORECARD.md from the committed results/ (no training)
+	$(PYTHON) scripts/make_figures.py --results results
+
+fig2:               ## Lillicrap 2016 Fig. 2 end to end: train all rules x seeds, collect, draw
+	fa-run experiment=lillicrap_fig2
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,132 @@
+"""Score committed results against the papers' claims (fa_bench/claims.yaml) into results/SCORECARD.md."""
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+
+def load_claims() -> list[dict]:
+    return yaml.safe_load(resources.files("fa_bench").joinpath("claims.yaml").read_text())
+
+
+def _select(df: pd.DataFrame, sel: dict) -> pd.DataFrame:
+    for k, v in (sel or {}).items():
+        df = df[df[k].astype(str) == str(v)]
+    return df
+
+
+def _split_metric(metric: str):
+    split, name, *layer = metric.split("/")
+    return split, name, (layer[0] if layer else "")
+
+
+def _per_seed(curves: pd.DataFrame, sel: dict, metric: str, at: str = "end") -> pd.Series:
+    split, name, layer = _split_metric(metric)
+    df = _select(curves, sel)
+    df = df[(df["split"] == split) & (df["name"] == name) & (df["layer"].fillna("").astype(str) == layer)]
+    df = df.sort_values("step")
+    grouped = df.groupby("seed")["value"]
+    return grouped.first() if at == "start" else grouped.last()
+
+
+def _examples_to_reach(curves, sel, metric, threshold) -> pd.Series:
+    split, name, layer = _split_metric(metric)
+    df = _select(curves, sel)
+    df = df[(df["split"] == split) & (df["name"] == name) & (df["layer"].fillna("").astype(str) == layer)]
+    out = {}
+    for seed, g in df.sort_values("examples").groupby("seed"):
+        hit = g[g["value"] < threshold]
+        out[seed] = float(hit["examples"].iloc[0]) if len(hit) else math.inf
+    return pd.Series(out, dtype=float)
+
+
+def _fmt(series: pd.Series) -> str:
+    if series.empty:
+        return "no data"
+    finite = series[np.isfinite(series)]
+    if len(finite) < len(series):
+        return f"{finite.mean():.4g} ± {finite.std(ddof=1) if len(finite) > 1 else 0:.2g} (n={len(finite)}; " \
+               f"{len(series) - len(finite)} never)"
+    sd = series.std(ddof=1) if len(series) > 1 else 0.0
+    return f"{series.mean():.4g} ± {sd:.2g} (n={len(series)})"
+
+
+def score(claim: dict, curves: pd.DataFrame) -> tuple[str, str]:
+    """(ours, verdict) for one claim. Verdict is pass, FAIL or 'no data'."""
+    c = claim["check"]
+    kind = c["kind"]
+    if kind in ("below", "above", "value"):
+        vals = _per_seed(curves, c.get("select"), c["metric"], c.get("at", "end"))
+        if vals.empty:
+            return "no data", "no data"
+        m = vals.mean()
+        if kind == "below":
+            ok = m < c["threshold"]
+        elif kind == "above":
+            ok = m > c["threshold"]
+        else:
+            se = vals.std(ddof=1) / math.sqrt(len(vals)) if len(vals) > 1 else 0.0
+            ok = abs(m - c["paper_value"]) <= max(c.get("abs_tol", 0.0), 2 * se)
+        return _fmt(vals), "pass" if ok else "FAIL"
+    if kind == "less":
+        a = _per_seed(curves, c["a"], c["metric"])
+        b = _per_seed(curves, c["b"], c["metric"])
+        if a.empty or b.empty:
+            return "no data", "no data"
+        return f"{_fmt(a)} vs {_fmt(b)}", "pass" if a.mean() < b.mean() else "FAIL"
+    if kind == "reach_first":
+        a = _examples_to_reach(curves, c["a"], c["metric"], c["threshold"])
+        b = _examples_to_reach(curves, c["b"], c["metric"], c["threshold"])
+        if a.empty or b.empty:
+            return "no data", "no data"
+        ok = np.median(a) < np.median(b)
+        return f"examples to {c['threshold']}: {_fmt(a)} vs {_fmt(b)}", "pass" if ok else "FAIL"
+    raise ValueError(f"unknown check kind {kind!r} in claim {claim['id']}")
+
+
+def write_scorecard(results_dir: Path) -> Path:
+    rows = []
+    cache: dict[str, tuple] = {}
+    for claim in load_claims():
+        exp = claim["experiment"]
+        folder = results_dir / exp
+        if exp not in cache:
+            if (folder / "curves.csv").is_file():
+                curves = pd.read_csv(folder / "curves.csv", keep_default_na=False, na_values=[""])
+                curves = curves[curves["status"] == "completed"]
+                meta = json.loads((folder / "meta.json").read_text())
+                cache[exp] = (curves, meta)
+            else:
+                cache[exp] = (None, None)
+        curves, meta = cache[exp]
+        if curves is None:
+            ours, verdict, budget = "not run", "not run", ""
+        else:
+            ours, verdict = score(claim, curves)
+            budget = (f"{len(meta['seeds'])} seeds, {meta['budget']}, {'/'.join(meta['devices'])}, "
+                      f"commit {','.join(c[:8] for c in meta['git_commits'])}")
+        rows.append(f"| {claim['id']} | {claim['source']} | {claim['paper']} | {ours} | {verdict} | "
+                    f"{claim['reason']} | {budget} |")
+    passed = sum("| pass |" in r for r in rows)
+    text = "\n".join([
+        "# Scorecard",
+        "",
+        "Written by `make figures` from the committed `results/` data and `fa_bench/claims.yaml`; "
+        "nothing here is typed by hand. Ours: mean ± sd over seeds (n).",
+        "",
+        f"**{passed} of {len(rows)} claims pass.**",
+        "",
+        "| claim | source | paper | ours | verdict | tolerance / why | budget |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+    ])
+    out = results_dir / "SCORECARD.md"
+    out.write_text(text)
+    return out

@@ -1,0 +1,168 @@
+"""The runner end to end: configs compose, bad input fails early, runs write SPEC §3 outputs,
+the probe never changes the trajectory, and an experiment collects into results/ with its figure."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fa_bench import RULES
+from fa_bench.config import compose_config
+from fa_bench.run import ConfigError, resolve_config, run
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+TINY = ["dataset=linear_teacher", "model=linear_30_20_10", "dataset.n_train=64", "dataset.n_test=32",
+        "trainer.batch_size=8", "trainer.eval_every=4", "trainer.progress=false", "metrics.every=2"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(experiment):
+    cfg = compose_config([f"experiment={experiment}"], return_hydra_config=True)
+    assert cfg.experiment_name == experiment
+    assert set(cfg.per_rule) <= set(RULES), f"per_rule names unknown rules: {set(cfg.per_rule) - set(RULES)}"
+    swept = str(cfg.hydra.sweeper.params.get("rule", cfg.rule.name)).split(",")
+    for rule in swept:  # each swept rule, with its per_rule settings, must validate before any training
+        resolve_config(compose_config([f"experiment={experiment}", f"rule={rule.strip()}"]))
+
+
+@pytest.mark.parametrize("group", ["dataset", "model", "rule", "optimizer", "trainer", "metrics"])
+def test_every_group_option_composes(group):
+    for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+        cfg = compose_config([f"{group}={option}"])
+        resolve_config(cfg)
+
+
+def test_bad_rule_name_in_config_lists_valid_rules():
+    cfg = compose_config(["rule.name=nope"])
+    with pytest.raises(ConfigError) as err:
+        resolve_config(cfg)
+    for name in RULES:
+        assert name in str(err.value)
+
+
+def test_bad_rule_option_fails_before_training():
+    cfg = compose_config(["+rule.bogus=1", "rule=fa"])
+    with pytest.raises(ConfigError, match="valid options"):
+        resolve_config(cfg)
+
+
+def test_per_rule_overrides_apply_to_their_rule_only():
+    cfg = compose_config(["experiment=lillicrap_fig2", "rule=fa"])
+    fa = resolve_config(cfg)
+    bp = resolve_config(compose_config(["experiment=lillicrap_fig2", "rule=bp"]))
+    assert fa.rule.scale == 0.5 and fa.rule.init == "uniform"
+    assert "scale" not in bp.rule
+    assert fa.optimizer.lr == cfg.per_rule.fa.optimizer.lr
+
+
+def _run(tmp_path, overrides, name="run"):
+    cfg = compose_config(TINY + overrides)
+    summary = run(cfg, tmp_path / name)
+    metrics = pd.read_csv(tmp_path / name / "metrics.csv", dtype={"layer": str}, keep_default_na=False,
+                          na_values={"value": ["nan"]})
+    return summary, metrics
+
+
+def test_run_writes_spec_outputs(tmp_path):
+    summary, metrics = _run(tmp_path, ["rule=fa", "seed=3"])
+    assert list(metrics.columns) == ["step", "epoch", "examples", "split", "name", "layer", "value"]
+    names = set(metrics["name"])
+    assert {"loss", "nse", "delta_angle", "update_angle", "weight_angle", "sign_congruence", "rel_error",
+            "norm_ratio", "sign_flips", "neuron_angle"} <= names
+    assert set(metrics.loc[metrics["name"] == "nse", "layer"]) == {""}
+    assert set(metrics.loc[metrics["name"] == "delta_angle", "layer"]) == {"1", "3"}
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    for key in ["status", "final", "experiment", "rule", "model", "dataset", "seed", "wall_time", "device",
+                "torch_version", "git_commit", "git_dirty"]:
+        assert key in on_disk, key
+    assert on_disk["status"] == "completed" and on_disk["seed"] == 3 and on_disk["rule"] == "fa"
+    assert summary["steps"] == 8 and summary["examples"] == 64
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_probe_never_changes_the_trajectory(tmp_path, rule):
+    # dropout makes the check bite: a probe that consumed the global RNG would shift every mask
+    overrides = [f"rule={rule}", "model.sizes=[30,20,20,10]", "model.hidden_activation=tanh", "+model.dropout=0.2",
+                 "optimizer.lr=0.01"]
+    _, with_probe = _run(tmp_path, overrides + ["metrics.every=1"], "probe")
+    _, without = _run(tmp_path, overrides + ["metrics.every=0"], "plain")
+    key = ["step", "split", "name", "layer"]
+    a = with_probe[with_probe["name"].isin(["loss", "nse"])].set_index(key)["value"]
+    b = without[without["name"].isin(["loss", "nse"])].set_index(key)["value"]
+    assert len(a) == len(b) > 0
+    assert a.equals(b), "alignment metrics changed the training trajectory"
+
+
+def test_same_seed_same_numbers_and_other_seed_differs(tmp_path):
+    _, a = _run(tmp_path, ["rule=fa", "seed=1"], "a")
+    _, b = _run(tmp_path, ["rule=fa", "seed=1"], "b")
+    _, c = _run(tmp_path, ["rule=fa", "seed=2"], "c")
+    assert a["value"].tolist() == b["value"].tolist()
+    assert a["value"].tolist() != c["value"].tolist()
+
+
+def test_diverged_run_is_marked(tmp_path):
+    summary, _ = _run(tmp_path, ["rule=bp", "optimizer.lr=100", "dataset.n_train=256"])
+    assert summary["status"] == "diverged"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+
+
+def _fa_run(args, cwd, timeout=600):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "fa_bench.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_bad_rule_fails_before_training_listing_valid_rules(tmp_path):
+    proc = _fa_run(["rule=nope"], tmp_path)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    for name in ["bp", "fa", "dfa", "shallow"]:
+        assert name in out
+    assert not list(tmp_path.rglob("metrics.csv"))
+
+
+def test_cli_single_run_end_to_end(tmp_path):
+    proc = _fa_run(TINY + ["rule=dfa", f"hydra.run.dir={tmp_path}/one"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rule"] == "dfa"
+    assert (tmp_path / "one" / ".hydra" / "config.yaml").is_file()
+
+
+def test_cli_experiment_sweeps_collects_and_draws(tmp_path):
+    proc = _fa_run(["experiment=lillicrap_fig2", "trainer.max_steps=40", "trainer.eval_every=10",
+                    "metrics.every=10", "seed=range(2)", f"results_dir={tmp_path}/results",
+                    f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "results" / "lillicrap_fig2"
+    runs = pd.read_csv(folder / "runs.csv")
+    assert len(runs) == 8 and set(runs["rule"]) == {"shallow", "node_perturbation", "bp", "fa"}
+    assert set(runs["seed"]) == {0, 1} and (runs["status"] == "completed").all()
+    assert (runs["steps"] == 40).all()
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["n_runs"] == 8 and meta["git_commits"]
+    assert (folder / "fig2.png").stat().st_size > 10_000
+
+
+def test_make_figures_runs_on_committed_results(tmp_path, repo):
+    import shutil
+
+    shutil.copytree(repo / "results", tmp_path / "results")
+    proc = subprocess.run([sys.executable, str(repo / "scripts" / "make_figures.py"), "--results",
+                           str(tmp_path / "results")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = (tmp_path / "results" / "SCORECARD.md").read_text()
+    assert "| fig2_bp_converges |" in card
+    assert (tmp_path / "results" / "lillicrap_fig2" / "fig2.png").is_file()
+
+
+def test_mnist_and_convnet_paths_run(tmp_path):
+    summary = run(compose_config(["dataset=mnist", "model=moskovitz_mnist", "rule=dfa", "trainer.max_steps=2",
+                                  "trainer.batch_size=16", "trainer.eval_batch_size=5000", "trainer.progress=false",
+                                  "metrics.every=1", "+dataset.n_train=64", "+dataset.n_test=64"]), tmp_path / "m")
+    assert summary["status"] == "completed"
