@@ -16,13 +16,11 @@ from fa_bench.models import MODELS, build_model
 from fa_bench.optim import OPTIMIZERS, build_optimizer
 from fa_bench.records import MetricsWriter, git_info, write_summary
 from fa_bench.rules import RULES, get_rule
+from fa_bench.seeding import derive_seed, generator
 from fa_bench.trainer import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
-# Offsets keep the random streams of one seed apart: the model's weights, its feedback, the batch order.
-FEEDBACK_SEED_OFFSET = 10_000
-ORDER_SEED_OFFSET = 20_000
 
 
 class ConfigError(ValueError):
@@ -61,7 +59,7 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
 
 def _rule_options(cfg):
     opts = {k: v for k, v in OmegaConf.to_container(cfg.rule, resolve=True).items() if k != "name"}
-    opts["seed"] = int(cfg.seed) + FEEDBACK_SEED_OFFSET
+    opts["seed"] = int(cfg.seed)  # the rule derives its own streams from it (fa_bench.seeding)
     return opts
 
 
@@ -97,7 +95,6 @@ def run(cfg: DictConfig, out_dir: Path | str | None) -> dict:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     device = pick_device(cfg.device)
-    torch.manual_seed(int(cfg.seed))
     summary = {
         "status": "failed", "experiment": cfg.get("experiment_name"), "rule": cfg.rule.name,
         "model": cfg.model.name, "dataset": cfg.dataset.name, "seed": int(cfg.seed),
@@ -115,7 +112,8 @@ def run(cfg: DictConfig, out_dir: Path | str | None) -> dict:
         data, model, loss_fn, optimizer = build(cfg, device)
         tcfg = TrainConfig(**OmegaConf.to_container(cfg.trainer, resolve=True),
                            metrics_every=cfg.metrics.every, metrics_batch_size=cfg.metrics.batch_size)
-        order = torch.Generator().manual_seed(int(cfg.seed) + ORDER_SEED_OFFSET)
+        order = generator(int(cfg.seed), "order")
+        torch.manual_seed(derive_seed(int(cfg.seed), "global"))  # dropout and anything else on the global stream
         result = train(model, fa_bench.rule_of(model), data, loss_fn, optimizer, tcfg, writer, order,
                        desc=f"{cfg.rule.name} seed {cfg.seed}")
         summary.update(status=result.status, final=result.final, steps=result.steps,

@@ -34,4 +34,4 @@ def make_all(results_dir: Path | str) -> list[Path]:
     return written
 
 
-from fa_bench.figures import lillicrap  # noqa: E402,F401  (register)
+from fa_bench.figures import lillicrap  # noqa: F401  (register)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from fa_bench.seeding import derive_seed, generator
+
 MODELS: dict = {}
 
 
@@ -56,10 +58,9 @@ def build_model(name: str, *, init: str = "default", init_scale=None, bias_init_
                 **kwargs) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
-    torch.manual_seed(seed)  # torch's default init draws from the global stream
+    torch.manual_seed(derive_seed(seed, "model"))  # torch's default init draws from the global stream
     model = MODELS[name](**kwargs)
-    generator = torch.Generator().manual_seed(seed)
-    return init_weights(model, init, init_scale, bias_init_scale, generator)
+    return init_weights(model, init, init_scale, bias_init_scale, generator(seed, "model"))
 
 
-from fa_bench.models import convnets, mlp  # noqa: E402,F401  (register)
+from fa_bench.models import convnets, mlp  # noqa: F401  (register)

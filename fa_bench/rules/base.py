@@ -6,7 +6,9 @@ import math
 import torch
 from torch import nn
 
-RULES: dict[str, type["Rule"]] = {}
+from fa_bench.seeding import generator as seeded_generator
+
+RULES: dict[str, type[Rule]] = {}
 
 
 def register(cls):
@@ -19,7 +21,7 @@ def register(cls):
     return cls
 
 
-def get_rule(name: str, **options) -> "Rule":
+def get_rule(name: str, **options) -> Rule:
     if name not in RULES:
         raise ValueError(f"unknown rule {name!r}; valid rules: {', '.join(sorted(RULES))}")
     return RULES[name](**options)
@@ -113,7 +115,7 @@ class Rule:
         if wanted is not None and wanted not in names:
             raise ValueError(f"output_layer {wanted!r} is not a converted layer; converted: {names}")
         self.output_name = wanted if wanted is not None else names[-1]
-        generator = torch.Generator().manual_seed(int(self.opts["seed"]))
+        generator = seeded_generator(self.opts["seed"], "feedback")
         for name, layer in self.layers:
             layer.rule = self
             layer.is_output = name == self.output_name

@@ -2,6 +2,7 @@
 import torch
 
 from fa_bench.rules.base import Rule, register
+from fa_bench.seeding import generator
 
 
 @register
@@ -22,7 +23,7 @@ class NodePerturbation(Rule):
 
     def attach(self, layers, input_shapes=None):
         self.noisy = False
-        self.generator = torch.Generator().manual_seed(int(self.opts["seed"]) + 2)
+        self.generator = generator(self.opts["seed"], "node_perturbation")
         super().attach(layers, input_shapes)
 
     def init_layer(self, layer, generator, input_shape):

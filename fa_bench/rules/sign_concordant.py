@@ -2,6 +2,7 @@
 import torch
 
 from fa_bench.rules.base import Rule, draw_feedback, register, set_feedback
+from fa_bench.seeding import generator
 
 
 @register
@@ -46,7 +47,7 @@ class BRSF(Rule):
 
     def attach(self, layers, input_shapes=None):
         # B is redrawn from this rule's own stream, so the global RNG (data order, dropout) is untouched
-        self.generator = torch.Generator().manual_seed(int(self.opts["seed"]) + 1)
+        self.generator = generator(self.opts["seed"], "brsf")
         super().attach(layers, input_shapes)
 
     def init_layer(self, layer, generator, input_shape):
