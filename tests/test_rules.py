@@ -313,6 +313,21 @@ def test_dfa_deep_mlp_by_hand():
     assert_close(layers[-1].weight.grad, e.t() @ inputs[-1])
 
 
+def test_dfa_on_token_inputs_sends_error_per_position():
+    # Linear layers on (batch, tokens, features): each position's hidden layer gets e at that position
+    model = mlp([6, 7, 4], seed=4)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 3, 6, generator=g, dtype=torch.float64)
+    t = torch.randn(5, 3, 4, generator=g, dtype=torch.float64)
+    dfa = converted(model, "dfa", seed=2)
+    step_grads(dfa, x, t, sse)
+    hidden, out = [l for _, l in converted_layers(dfa)]
+    e = output_error(model, x, t, sse)
+    a = F.linear(x, hidden.weight.detach(), hidden.bias.detach())
+    delta = (e @ out.feedback_weight) * (1 - torch.tanh(a) ** 2)
+    assert_close(hidden.weight.grad, delta.reshape(-1, 7).t() @ x.reshape(-1, 6), "token-wise DFA")
+
+
 def test_dfa_conv_needs_example_input():
     with pytest.raises(ValueError, match="example_input"):
         converted(convnet(), "dfa")
