@@ -166,3 +166,12 @@ def test_mnist_and_convnet_paths_run(tmp_path):
                                   "trainer.batch_size=16", "trainer.eval_batch_size=5000", "trainer.progress=false",
                                   "metrics.every=1", "+dataset.n_train=64", "+dataset.n_test=64"]), tmp_path / "m")
     assert summary["status"] == "completed"
+
+
+def test_missing_data_names_the_folder_and_marks_the_run_failed(tmp_path):
+    cfg = compose_config(["dataset=mnist", "dataset.download=false", f"data.root={tmp_path}/empty",
+                          "trainer.progress=false"])
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "empty")):
+        run(cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "FileNotFoundError" in summary["error"]
