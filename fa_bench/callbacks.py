@@ -17,9 +17,10 @@ class CollectResults(Callback):
             return  # an ad-hoc sweep: its run folders are the result
         from fa_bench.collect import collect
         from fa_bench.figures import make_figure
+        from fa_bench.tables import write_summary_table
 
         dest = Path(config.results_dir) / name
         meta = collect(config.hydra.sweep.dir, dest, experiment=name)
-        written = make_figure(name, config.results_dir)
+        written = [write_summary_table(dest), *make_figure(name, config.results_dir)]
         log.info("collected %d runs into %s (%s); figures: %s", meta["n_runs"], dest, meta["status_counts"],
                  ", ".join(str(p) for p in written) or "none")

@@ -14,22 +14,29 @@ def find_runs(root: Path | str) -> list[Path]:
     return sorted(p.parent for p in Path(root).rglob("summary.json"))
 
 
-def _setting(run_dir: Path) -> str:
-    """The run's command-line overrides other than rule and seed: what distinguishes its cell."""
+def _overrides(run_dir: Path) -> dict[str, str]:
     path = run_dir / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(path.read_text()) if path.is_file() else []
-    keep = [o for o in overrides or [] if o.split("=")[0].lstrip("+~") not in ("rule", "seed", "experiment")]
-    return ",".join(sorted(keep))
+    overrides = (yaml.safe_load(path.read_text()) if path.is_file() else None) or []
+    return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+
+
+def _settings(run_dirs) -> list[str]:
+    """Each run's cell: the overrides (other than rule and seed) whose values differ across the runs."""
+    overrides = [_overrides(d) for d in run_dirs]
+    keys = {k for o in overrides for k in o} - {"rule", "seed"}
+    varying = sorted(k for k in keys if len({o.get(k) for o in overrides}) > 1)
+    return [",".join(f"{k}={o[k]}" for k in varying if k in o) for o in overrides]
 
 
 def load_runs(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs, curves = [], []
-    for run_dir in run_dirs:
+    run_dirs = list(run_dirs)
+    for run_dir, setting in zip(run_dirs, _settings(run_dirs)):
         summary = json.loads((run_dir / "summary.json").read_text())
         row = {k: v for k, v in summary.items() if not isinstance(v, dict)}
         row.update({f"budget_{k}": v for k, v in (summary.get("budget") or {}).items()})
         row.update({f"final_{k}": v for k, v in (summary.get("final") or {}).items()})
-        row["setting"] = _setting(run_dir)
+        row["setting"] = setting
         row["run_dir"] = str(run_dir)
         runs.append(row)
         metrics_path = run_dir / "metrics.csv"

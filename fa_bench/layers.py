@@ -8,6 +8,8 @@ learns. No module hooks and no re-entrant ``backward()``: everything happens ins
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,12 +51,7 @@ class FeedbackLayer(nn.Module):
     record = None
 
     def forward(self, x):
-        rule = self.rule
-        if self.exact_bp:
-            from fa_bench.rules import get_rule  # local: rules import this module
-
-            rule = get_rule("bp")
-        return rule.forward(self, x)
+        return (_exact_backprop() if self.exact_bp else self.rule).forward(self, x)
 
     def run_rule(self, x, rule):
         feedback = rule.feedback_matrix(self)
@@ -121,6 +118,13 @@ class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
         _, grad_w, grad_b = self._conv_backward(
             grad_out, x, self.weight, [False, True, self.bias is not None])
         return grad_w, grad_b
+
+
+@functools.cache
+def _exact_backprop():
+    from fa_bench.rules import get_rule  # local: the rules package imports this module
+
+    return get_rule("bp")
 
 
 def swap_class(module: nn.Module) -> FeedbackLayer:

@@ -147,6 +147,9 @@ def test_cli_experiment_sweeps_collects_and_draws(tmp_path):
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["n_runs"] == 8 and meta["git_commits"]
     assert (folder / "fig2.png").stat().st_size > 10_000
+    table = (folder / "summary.md").read_text()
+    for rule in ["shallow", "node_perturbation", "bp", "fa"]:
+        assert f"| {rule} | 2 | 0 | 0 |" in table  # n completed, diverged, failed
 
 
 def test_make_figures_runs_on_committed_results(tmp_path, repo):
@@ -159,6 +162,7 @@ def test_make_figures_runs_on_committed_results(tmp_path, repo):
     card = (tmp_path / "results" / "SCORECARD.md").read_text()
     assert "| fig2_bp_converges |" in card
     assert (tmp_path / "results" / "lillicrap_fig2" / "fig2.png").is_file()
+    assert (tmp_path / "results" / "lillicrap_fig2" / "summary.md").is_file()
 
 
 def test_mnist_and_convnet_paths_run(tmp_path):

@@ -27,10 +27,13 @@ def make_figure(experiment: str, results_dir: Path | str) -> list[Path]:
 
 
 def make_all(results_dir: Path | str) -> list[Path]:
+    """Every experiment folder under ``results_dir``: its summary table, and its figure if it has one."""
+    from fa_bench.tables import write_summary_table
+
     written = []
-    for experiment in sorted(FIGURES):
-        if (Path(results_dir) / experiment / "curves.csv").is_file():
-            written += make_figure(experiment, results_dir)
+    for folder in sorted(p.parent for p in Path(results_dir).glob("*/runs.csv")):
+        written.append(write_summary_table(folder))
+        written += make_figure(folder.name, results_dir)
     return written
 
 
