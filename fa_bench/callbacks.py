@@ -20,7 +20,8 @@ class CollectResults(Callback):
         from fa_bench.tables import write_summary_table
 
         dest = Path(config.results_dir) / name
-        meta = collect(config.hydra.sweep.dir, dest, experiment=name)
+        meta = collect(config.hydra.sweep.dir, dest, experiment=name, max_points=config.collect.max_points,
+                       metrics=config.collect.metrics)
         written = [write_summary_table(dest), *make_figure(name, config.results_dir)]
         log.info("collected %d runs into %s (%s); figures: %s", meta["n_runs"], dest, meta["status_counts"],
                  ", ".join(str(p) for p in written) or "none")

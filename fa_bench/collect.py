@@ -63,8 +63,13 @@ def thin(curves: pd.DataFrame, max_points: int = 400) -> pd.DataFrame:
     return curves[curves["step"].isin(keep)].reset_index(drop=True)
 
 
-def collect(source: Path | str, dest: Path | str, experiment: str | None = None, max_points: int = 400) -> dict:
-    """Aggregate every run under ``source`` into ``dest``; returns the meta record it wrote."""
+def collect(source: Path | str, dest: Path | str, experiment: str | None = None, max_points: int = 400,
+            metrics: list[str] | None = None) -> dict:
+    """Aggregate every run under ``source`` into ``dest``; returns the meta record it wrote.
+
+    ``metrics`` keeps only those metric names in curves.csv (the figure's needs); runs.csv keeps
+    every final value regardless.
+    """
     run_dirs = find_runs(source)
     if not run_dirs:
         raise FileNotFoundError(f"no run folders (summary.json) under {source}")
@@ -72,7 +77,9 @@ def collect(source: Path | str, dest: Path | str, experiment: str | None = None,
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     runs.drop(columns=["run_dir"]).to_csv(dest / "runs.csv", index=False)
-    thin(curves, max_points).to_csv(dest / "curves.csv", index=False)
+    if metrics and not curves.empty:
+        curves = curves[curves["name"].isin(list(metrics))]
+    thin(curves, max_points).to_csv(dest / "curves.csv", index=False, float_format="%.7g")
     meta = {
         "experiment": experiment or (runs["experiment"].dropna().unique().tolist() or [None])[0],
         "git_commits": sorted(runs["git_commit"].astype(str).unique().tolist()),
