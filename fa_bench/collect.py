@@ -7,7 +7,24 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-RUN_COLUMNS = ["rule", "seed", "model", "dataset", "setting", "status"]
+# identify each curve row's run; the rest of the run's record (budget, device, ...) is in runs.csv
+CURVE_RUN_COLUMNS = ["rule", "seed", "setting", "status", "commit"]
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    """Read a metrics/curves/runs CSV: layer names stay strings ('1' is not 1.0), '' stays ''."""
+    return pd.read_csv(path, dtype={"layer": str, "setting": str}, keep_default_na=False,
+                       na_values={"value": ["nan", "NaN"]})
+
+
+def select(curves: pd.DataFrame, metric: str, **match) -> pd.DataFrame:
+    """Rows of one logged series, ``metric`` = 'split/name[/layer]', further filtered by column=value."""
+    split, name, *layer = metric.split("/")
+    rows = curves[(curves["split"] == split) & (curves["name"] == name)
+                  & (curves["layer"] == (layer[0] if layer else ""))]
+    for column, value in match.items():
+        rows = rows[rows[column].astype(str) == str(value)]
+    return rows
 
 
 def find_runs(root: Path | str) -> list[Path]:
@@ -41,9 +58,9 @@ def load_runs(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
         runs.append(row)
         metrics_path = run_dir / "metrics.csv"
         if metrics_path.is_file() and metrics_path.stat().st_size:
-            m = pd.read_csv(metrics_path, keep_default_na=False, na_values=[""])
-            m["layer"] = m["layer"].fillna("").astype(str)
-            for k in RUN_COLUMNS:
+            m = read_table(metrics_path)
+            row["commit"] = str(row.get("git_commit", ""))[:10]
+            for k in CURVE_RUN_COLUMNS:
                 m[k] = row.get(k)
             curves.append(m)
     runs_df = pd.DataFrame(runs)
@@ -76,7 +93,7 @@ def collect(source: Path | str, dest: Path | str, experiment: str | None = None,
     runs, curves = load_runs(run_dirs)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    runs.drop(columns=["run_dir"]).to_csv(dest / "runs.csv", index=False)
+    runs.drop(columns=["run_dir", "commit"], errors="ignore").to_csv(dest / "runs.csv", index=False)
     if metrics and not curves.empty:
         curves = curves[curves["name"].isin(list(metrics))]
     thin(curves, max_points).to_csv(dest / "curves.csv", index=False, float_format="%.7g")

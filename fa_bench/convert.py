@@ -29,25 +29,36 @@ def _convertible(module: nn.Module) -> bool:
 
 
 def _input_shapes(model: nn.Module, example_input, names) -> dict[str, tuple]:
-    # one plain forward pass at conversion time, to learn each layer's per-example input shape
+    """Each layer's per-example input shape, from one forward pass at conversion time.
+
+    The pass runs in eval mode without autograd, so batch-norm statistics, dropout and the random
+    streams are untouched: converting never changes the model's state.
+    """
     shapes, handles = {}, []
     modules = dict(model.named_modules())
     for name in names:
         def grab(mod, args, name=name):
             shapes[name] = tuple(args[0].shape[1:])
         handles.append(modules[name].register_forward_pre_hook(grab))
+    modes = {m: m.training for m in model.modules()}
     try:
+        model.eval()
         with torch.no_grad():
             model(example_input)
     finally:
         for h in handles:
             h.remove()
+        for m, mode in modes.items():
+            m.training = mode
     return shapes
 
 
 def convert(model: nn.Module, rule: str | Rule = "fa", *, example_input: torch.Tensor | None = None,
             **rule_options) -> nn.Module:
     """Train ``model``'s Linear and Conv2d layers with ``rule``; returns the same module, converted in place.
+
+    Only exact ``nn.Linear`` / ``nn.Conv2d`` instances are converted: a subclass with a forward of its
+    own (MultiheadAttention's out_proj) is left on backprop and listed in the report.
 
     The forward pass and the weights are unchanged. Each converted layer gets ``layer.rule`` and,
     for rules with feedback, ``layer.feedback_weight`` (a buffer, or a Parameter where B learns).
@@ -66,14 +77,18 @@ def convert(model: nn.Module, rule: str | Rule = "fa", *, example_input: torch.T
     names = [n for n, m in model.named_modules() if _convertible(m)]
     if not names:
         raise ValueError(f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer to convert")
-    shapes = _input_shapes(model, example_input, names) if example_input is not None else None
+    shapes = None
+    if rule_obj.needs_input_shapes and example_input is not None:
+        shapes = _input_shapes(model, example_input, names)
     modules = dict(model.named_modules())
     layers = []
     for name, module in modules.items():
         if _convertible(module):
             layers.append((name, swap_class(module)))
             report.converted.append(name)
-        elif not any(True for _ in module.children()) and name:
+        elif name and (not any(True for _ in module.children()) or module._parameters):
+            # leaves (activations, pooling, norms) and containers with weights of their own
+            # (e.g. MultiheadAttention's in_proj) train by plain autograd
             report.left_on_backprop[name] = type(module).__name__
     if not rule_obj.uses_backward:
         stray = [n for n, _ in model.named_parameters()

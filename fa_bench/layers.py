@@ -21,12 +21,20 @@ class _FeedbackFn(torch.autograd.Function):
         ctx.save_for_backward(x, feedback)
         ctx.layer, ctx.rule = layer, rule
         ctx.has_bias = bias is not None
+        # a layer that nothing upstream reaches (shallow's hidden layers) gets None, not zeros
+        ctx.set_materialize_grads(False)
         return layer.affine(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
+        if grad_out is None:
+            return None, None, None, None, None, None
         x, feedback = ctx.saved_tensors
         layer, rule = ctx.layer, ctx.rule
+        x_dtype, fb_dtype = x.dtype, None if feedback is None else feedback.dtype
+        # under autocast the forward ran in lower precision: the backward stays in it
+        x = _as(x, grad_out.dtype)
+        feedback = _as(feedback, grad_out.dtype)
         if layer.record is not None:
             layer.record["delta"] = grad_out.detach()
         grad_x = rule.error_to_input(layer, grad_out, feedback, x) if ctx.needs_input_grad[0] else None
@@ -36,7 +44,12 @@ class _FeedbackFn(torch.autograd.Function):
             if not ctx.has_bias:
                 grad_b = None
         grad_fb = rule.feedback_grad(layer, grad_w) if ctx.needs_input_grad[3] else None
-        return grad_x, grad_w, grad_b, grad_fb, None, None
+        return (_as(grad_x, x_dtype), _as(grad_w, layer.weight.dtype),
+                _as(grad_b, None if layer.bias is None else layer.bias.dtype), _as(grad_fb, fb_dtype), None, None)
+
+
+def _as(t, dtype):
+    return t if t is None or dtype is None or t.dtype == dtype else t.to(dtype)
 
 
 class FeedbackLayer(nn.Module):
@@ -54,6 +67,8 @@ class FeedbackLayer(nn.Module):
         return (_exact_backprop() if self.exact_bp else self.rule).forward(self, x)
 
     def run_rule(self, x, rule):
+        if not torch.is_grad_enabled():  # evaluation: no backward, so no feedback to prepare
+            return self.affine(x, self.weight, self.bias)
         feedback = rule.feedback_matrix(self)
         return _FeedbackFn.apply(x, self.weight, self.bias, feedback, self, rule)
 
@@ -75,6 +90,9 @@ class FeedbackLayer(nn.Module):
 
 
 class FeedbackLinear(FeedbackLayer, nn.Linear):
+    def padded_input_shape(self, shape):
+        return tuple(shape)
+
     def affine(self, x, weight, bias):
         return F.linear(x, weight, bias)
 
@@ -89,9 +107,32 @@ class FeedbackLinear(FeedbackLayer, nn.Linear):
 
 
 class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
-    def affine(self, x, weight, bias):
+    """Conv2d under a rule. Padding that the convolution kernel cannot do itself (reflect, replicate,
+    circular, or the uneven 'same' of an even kernel) is applied by F.pad *before* the rule's
+    Function, so autograd routes the input gradient back through the padding exactly as nn.Conv2d
+    would, and the rule sees a plain zero-padding convolution."""
+
+    def _explicit_padding(self) -> bool:
         if self.padding_mode != "zeros":
-            raise ValueError(f"{type(self).__name__} supports padding_mode='zeros' only, got {self.padding_mode!r}")
+            return True
+        if self.padding == "same":
+            return any(d * (k - 1) % 2 for d, k in zip(self.dilation, self.kernel_size))
+        return False
+
+    def run_rule(self, x, rule):
+        if self._explicit_padding():
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
+        return super().run_rule(x, rule)
+
+    def padded_input_shape(self, shape):
+        """The per-example input shape the rule's Function sees (after explicit padding)."""
+        if not self._explicit_padding():
+            return tuple(shape)
+        left_w, right_w, top_h, bottom_h = self._reversed_padding_repeated_twice
+        return (shape[0], shape[1] + top_h + bottom_h, shape[2] + left_w + right_w)
+
+    def affine(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.stride, self._padding_list(), self.dilation, self.groups)
 
     def _conv_backward(self, grad_out, x, weight, mask):
@@ -101,14 +142,10 @@ class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
             False, [0, 0], self.groups, mask)
 
     def _padding_list(self):
-        if self.padding == "valid":
+        if self.padding == "valid" or self._explicit_padding():
             return [0, 0]
         if self.padding == "same":
-            total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
-            if any(t % 2 for t in total):
-                raise ValueError("padding='same' with an even effective kernel pads unevenly; "
-                                 "give explicit padding to a converted Conv2d")
-            return [t // 2 for t in total]
+            return [d * (k - 1) // 2 for d, k in zip(self.dilation, self.kernel_size)]
         return list(self.padding)
 
     def propagate(self, grad_out, matrix, x):

@@ -14,24 +14,21 @@ from torch import nn
 
 from fa_bench import metrics as M
 from fa_bench.convert import converted_layers
+from fa_bench.seeding import global_rng_state
 
 
 @contextmanager
 def preserved_state(model: nn.Module):
     """Snapshot RNGs (global, CUDA, each rule's own) and buffers; yield a function that restores them."""
     rules = {id(layer.rule): layer.rule for _, layer in converted_layers(model)}.values()
-    gens = [g for r in rules for g in [getattr(r, "generator", None)] if g is not None]
-    cpu = torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    gen_states = [g.get_state() for g in gens]
+    rule_states = [(r, r.rng_state()) for r in rules]
+    restore_global = global_rng_state()
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
 
     def restore():
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-        for g, s in zip(gens, gen_states):
-            g.set_state(s)
+        restore_global()
+        for r, state in rule_states:
+            r.set_rng_state(state)
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)
@@ -79,12 +76,13 @@ class AlignmentProbe:
             flipped = self.flipped[name]
             flipped |= torch.sign(W) != self.init_sign[name]
             rows.append(("sign_flips", name, float(flipped.double().mean())))
-            if rule.has_feedback and layer.feedback_weight.shape == W.shape:
+            if rule.has_feedback and rule.layerwise:
+                rule.refresh(layer)  # B that follows W (usf, frsf, brsf) must match this W, not last step's
                 B = layer.feedback_weight.detach()
                 rows += [("weight_angle", name, M.angle(W, B)),
                          ("sign_congruence", name, M.sign_congruence(W, B)),
                          ("rel_error", name, M.rel_error(W, B))]
-                if i > 0:  # the first layer's inputs are data, not hidden units
+                if i > 0:  # the first converted layer (module order) usually reads data, not hidden units
                     rows.append(("neuron_angle", name, float(M.neuron_angles(W, B).nanmean())))
         if not rule.uses_backward:
             return rows

@@ -1,6 +1,7 @@
 """One run from a composed config: validate, build, train, write metrics.csv and summary.json."""
 from __future__ import annotations
 
+import inspect
 import logging
 import platform
 import time
@@ -12,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import fa_bench
 from fa_bench.data import DATASETS, load_dataset
 from fa_bench.losses import LOSSES, get_loss
-from fa_bench.models import MODELS, build_model
+from fa_bench.models import MODELS, build_model, check_init
 from fa_bench.optim import OPTIMIZERS, build_optimizer
 from fa_bench.records import MetricsWriter, git_info, write_summary
 from fa_bench.rules import RULES, get_rule
@@ -50,17 +51,49 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
     _check("loss", cfg.loss, LOSSES)
     _check("optimizer", cfg.optimizer.name, OPTIMIZERS)
     _check("device", cfg.device, ("auto", "cpu", "cuda", *[f"cuda:{i}" for i in range(8)]))
+    _check_arguments(f"dataset {cfg.dataset.name!r}", DATASETS[cfg.dataset.name], _data_kwargs(cfg))
     try:
         get_rule(cfg.rule.name, **_rule_options(cfg))
-    except TypeError as err:
+        _train_config(cfg)
+        model_kwargs = _kwargs(cfg.model)
+        check_init(model_kwargs.pop("init", "default"), model_kwargs.pop("init_scale", None))
+        model_kwargs.pop("bias_init_scale", None)
+        with torch.device("meta"):  # builds the architecture without allocating or drawing weights
+            MODELS[cfg.model.name](**model_kwargs)
+    except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from err
     return cfg
 
 
+def _kwargs(node, drop=("name",)) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in drop}
+
+
 def _rule_options(cfg):
-    opts = {k: v for k, v in OmegaConf.to_container(cfg.rule, resolve=True).items() if k != "name"}
+    opts = _kwargs(cfg.rule)
     opts["seed"] = int(cfg.seed)  # the rule derives its own streams from it (fa_bench.seeding)
     return opts
+
+
+def _data_kwargs(cfg):
+    kwargs = _kwargs(cfg.dataset, drop=("name", "loss"))
+    kwargs.setdefault("root", cfg.data.root)
+    return kwargs
+
+
+def _train_config(cfg) -> TrainConfig:
+    return TrainConfig(**_kwargs(cfg.trainer, drop=()), metrics_every=cfg.metrics.every,
+                       metrics_batch_size=cfg.metrics.batch_size)
+
+
+def _check_arguments(kind: str, fn, kwargs: dict):
+    """Names the keys a builder does not take, with the ones it does (before anything is built)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = set(kwargs) - set(params)
+    if unknown:
+        raise ConfigError(f"{kind} got unknown setting(s) {sorted(unknown)}; valid: {', '.join(params)}")
 
 
 def pick_device(name: str) -> torch.device:
@@ -73,18 +106,11 @@ def pick_device(name: str) -> torch.device:
 
 def build(cfg: DictConfig, device):
     """Data, converted model, loss and optimizer for a resolved config."""
-    data_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()
-                   if k not in ("name", "loss")}
-    data_kwargs.setdefault("root", cfg.data.root)
-    data = load_dataset(cfg.dataset.name, device=device, **data_kwargs)
-    model_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"}
-    model = build_model(cfg.model.name, seed=int(cfg.seed), **model_kwargs).to(device)
+    data = load_dataset(cfg.dataset.name, device=device, **_data_kwargs(cfg))
+    model = build_model(cfg.model.name, seed=int(cfg.seed), **_kwargs(cfg.model)).to(device)
     model = fa_bench.convert(model, cfg.rule.name, example_input=data.x_train[:2], **_rule_options(cfg))
     log.info("%s", model.fa_report)
-    optim_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.optimizer, resolve=True).items() if k != "name"}
-    if cfg.rule.get("decay") is not None:
-        optim_kwargs["feedback_decay"] = cfg.rule.decay
-    optimizer = build_optimizer(model, cfg.optimizer.name, **optim_kwargs)
+    optimizer = build_optimizer(model, cfg.optimizer.name, **_kwargs(cfg.optimizer))
     return data, model, get_loss(cfg.loss), optimizer
 
 
@@ -110,12 +136,11 @@ def run(cfg: DictConfig, out_dir: Path | str | None) -> dict:
     start = time.perf_counter()
     try:
         data, model, loss_fn, optimizer = build(cfg, device)
-        tcfg = TrainConfig(**OmegaConf.to_container(cfg.trainer, resolve=True),
-                           metrics_every=cfg.metrics.every, metrics_batch_size=cfg.metrics.batch_size)
+        tcfg = _train_config(cfg)
         order = generator(int(cfg.seed), "order")
         torch.manual_seed(derive_seed(int(cfg.seed), "global"))  # dropout and anything else on the global stream
         result = train(model, fa_bench.rule_of(model), data, loss_fn, optimizer, tcfg, writer, order,
-                       desc=f"{cfg.rule.name} seed {cfg.seed}")
+                       desc=f"{cfg.rule.name} seed {cfg.seed}", seed=int(cfg.seed))
         summary.update(status=result.status, final=result.final, steps=result.steps,
                        examples=result.examples, epochs_run=result.epochs_run)
         if result.status == "diverged":

@@ -10,37 +10,21 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from fa_bench.collect import read_table, select
+
 
 def load_claims() -> list[dict]:
     return yaml.safe_load(resources.files("fa_bench").joinpath("claims.yaml").read_text())
 
 
-def _select(df: pd.DataFrame, sel: dict) -> pd.DataFrame:
-    for k, v in (sel or {}).items():
-        df = df[df[k].astype(str) == str(v)]
-    return df
-
-
-def _split_metric(metric: str):
-    split, name, *layer = metric.split("/")
-    return split, name, (layer[0] if layer else "")
-
-
 def _per_seed(curves: pd.DataFrame, sel: dict, metric: str, at: str = "end") -> pd.Series:
-    split, name, layer = _split_metric(metric)
-    df = _select(curves, sel)
-    df = df[(df["split"] == split) & (df["name"] == name) & (df["layer"].fillna("").astype(str) == layer)]
-    df = df.sort_values("step")
-    grouped = df.groupby("seed")["value"]
+    grouped = select(curves, metric, **(sel or {})).sort_values("step").groupby("seed")["value"]
     return grouped.first() if at == "start" else grouped.last()
 
 
 def _examples_to_reach(curves, sel, metric, threshold) -> pd.Series:
-    split, name, layer = _split_metric(metric)
-    df = _select(curves, sel)
-    df = df[(df["split"] == split) & (df["name"] == name) & (df["layer"].fillna("").astype(str) == layer)]
     out = {}
-    for seed, g in df.sort_values("examples").groupby("seed"):
+    for seed, g in select(curves, metric, **(sel or {})).sort_values("examples").groupby("seed"):
         hit = g[g["value"] < threshold]
         out[seed] = float(hit["examples"].iloc[0]) if len(hit) else math.inf
     return pd.Series(out, dtype=float)
@@ -98,7 +82,7 @@ def write_scorecard(results_dir: Path) -> Path:
         folder = results_dir / exp
         if exp not in cache:
             if (folder / "curves.csv").is_file():
-                curves = pd.read_csv(folder / "curves.csv", keep_default_na=False, na_values=[""])
+                curves = read_table(folder / "curves.csv")
                 curves = curves[curves["status"] == "completed"]
                 meta = json.loads((folder / "meta.json").read_text())
                 cache[exp] = (curves, meta)

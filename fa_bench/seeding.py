@@ -16,3 +16,43 @@ def derive_seed(seed: int, purpose: str) -> int:
 
 def generator(seed: int, purpose: str) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(seed, purpose))
+
+
+class DeviceStreams:
+    """One generator per device for a purpose, so per-step draws happen where the tensors live
+    (no host-to-device copy, no sync) and still follow the run seed."""
+
+    def __init__(self, seed: int, purpose: str):
+        self.seed = derive_seed(seed, purpose)
+        self.by_device: dict[str, torch.Generator] = {}
+
+    def __call__(self, device) -> torch.Generator:
+        key = str(torch.device(device))
+        if key not in self.by_device:
+            self.by_device[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self.by_device[key]
+
+    def get_state(self) -> dict:
+        return {key: g.get_state() for key, g in self.by_device.items()}
+
+    def set_state(self, state: dict):
+        """Back to ``state``; a stream first used after it was taken is forgotten (it restarts from
+        the seed next time), so a look-ahead such as the probe leaves no trace."""
+        for key in list(self.by_device):
+            if key in state:
+                self.by_device[key].set_state(state[key])
+            else:
+                del self.by_device[key]
+
+
+def global_rng_state():
+    """Snapshot the global CPU (and, once initialised, CUDA) random state; returns a restore function."""
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+    def restore():
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+    return restore

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fa_bench.collect import read_table
+
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     done = runs[runs["status"] == "completed"]
@@ -29,7 +31,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def write_summary_table(folder: Path | str) -> Path:
     folder = Path(folder)
-    runs = pd.read_csv(folder / "runs.csv", keep_default_na=False, na_values=[""])
+    runs = read_table(folder / "runs.csv")
     table = summary_table(runs)
     meta = json.loads((folder / "meta.json").read_text())
     header = (f"# {meta['experiment']}: final metrics (mean, sd over completed seeds)\n\n"

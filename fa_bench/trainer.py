@@ -12,6 +12,7 @@ from fa_bench import metrics as M
 from fa_bench.data import DataBundle, batches
 from fa_bench.probe import AlignmentProbe
 from fa_bench.records import MetricsWriter
+from fa_bench.seeding import generator as seeded_generator
 
 
 @dataclass
@@ -26,6 +27,20 @@ class TrainConfig:
     metrics_batch_size: int | None = None  # None: probe the current training batch
     divergence_loss: float = 1e6  # a train-window loss above this (or non-finite) ends the run as diverged
     progress: bool = True
+
+    def __post_init__(self):
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every,
+                    "eval_batch_size": self.eval_batch_size}
+        if self.max_steps is not None:
+            positive["max_steps"] = self.max_steps
+        if self.metrics_batch_size is not None:
+            positive["metrics_batch_size"] = self.metrics_batch_size
+        bad = {k: v for k, v in positive.items() if not (isinstance(v, int) and v >= 1)}
+        if bad:
+            raise ValueError(f"trainer settings must be integers >= 1: {bad}")
+        if not (isinstance(self.metrics_every, int) and self.metrics_every >= 0):
+            raise ValueError("metrics.every must be an integer >= 0 (0 turns the probe off), "
+                             f"got {self.metrics_every!r}")
 
 
 @dataclass
@@ -87,7 +102,7 @@ class _Window:
 
 
 def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, writer: MetricsWriter,
-          generator: torch.Generator, desc: str = "train") -> TrainResult:
+          generator: torch.Generator, desc: str = "train", seed: int = 0) -> TrainResult:
     """Train in place. ``rule.compute_gradients`` fills ``.grad``; the optimizer steps.
 
     Logs, every ``eval_every`` steps, the train-window loss (and nse or error) and the test metrics;
@@ -102,7 +117,7 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
     probe = AlignmentProbe(model, loss_fn) if cfg.metrics_every else None
     probe_batch = None
     if probe is not None and cfg.metrics_batch_size:
-        idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[:cfg.metrics_batch_size]
+        idx = torch.randperm(n_train, generator=seeded_generator(seed, "probe"))[:cfg.metrics_batch_size]
         idx = idx.to(data.x_train.device)
         probe_batch = (data.x_train[idx], data.y_train[idx])
     window = _Window(data.task)

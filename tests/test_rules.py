@@ -58,16 +58,24 @@ CONV_CASES = {
     "all_at_once": {"stride": 2, "padding": 2, "dilation": 2, "groups": 2, "bias": False},
 }
 CONV_INPUT = (3, 2, 9, 9)  # batch, channels, height, width
+# padding the conv kernel cannot do itself: applied by F.pad before the rule (nn.Conv2d's own semantics)
+PADDING_CASES = {
+    "reflect": {"padding": 1, "padding_mode": "reflect"},
+    "circular_stride2": {"padding": 2, "padding_mode": "circular", "stride": 2},
+    "replicate_same": {"padding": "same", "padding_mode": "replicate"},
+    "same_even_kernel": {"padding": "same", "kernel_size": 4},
+}
 
 
 def convnet(conv_kw=None, pool=False, n_out=5, in_shape=CONV_INPUT, seed=0):
     """Conv → tanh [→ maxpool] → Conv → tanh [→ maxpool] → Flatten → Linear, in float64."""
-    conv_kw = conv_kw or {}
+    conv_kw = dict(conv_kw or {})
+    k = conv_kw.pop("kernel_size", 3)
     torch.manual_seed(seed)
     c = in_shape[1]
-    body = [nn.Conv2d(c, 4, 3, **conv_kw), nn.Tanh()]
+    body = [nn.Conv2d(c, 4, k, **conv_kw), nn.Tanh()]
     body += [nn.MaxPool2d(2)] if pool else []
-    body += [nn.Conv2d(4, 4, 3, **conv_kw), nn.Tanh()]
+    body += [nn.Conv2d(4, 4, k, **conv_kw), nn.Tanh()]
     body += [nn.MaxPool2d(2)] if pool else []
     body += [nn.Flatten()]
     feats = nn.Sequential(*body)(torch.zeros(in_shape)).shape[1]  # size the head by a dry run
@@ -157,12 +165,12 @@ def reference_case(kind):
         model = mlp([6, 7, 5, 4], **MLP_CASES[kind])
         x, t = class_batch(5, (6,), 4)
     else:
-        model = convnet(CONV_CASES[kind])
+        model = convnet({**CONV_CASES, **PADDING_CASES}[kind])
         x, t = class_batch(CONV_INPUT[0], CONV_INPUT[1:], 5)
     return model, x, t
 
 
-ALL_NETS = list(MLP_CASES) + list(CONV_CASES)
+ALL_NETS = list(MLP_CASES) + list(CONV_CASES) + list(PADDING_CASES)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -328,6 +336,49 @@ def test_dfa_on_token_inputs_sends_error_per_position():
     assert_close(hidden.weight.grad, delta.reshape(-1, 7).t() @ x.reshape(-1, 6), "token-wise DFA")
 
 
+@pytest.mark.parametrize("kind", list(PADDING_CASES))
+def test_dfa_feedback_matches_padded_conv_inputs(kind):
+    # with explicit padding the rule's Function sees the padded input: B must be sized for it
+    model = convnet(PADDING_CASES[kind])
+    x, t = class_batch(CONV_INPUT[0], CONV_INPUT[1:], 5)
+    dfa = converted(model, "dfa", example_input=x)
+    grads = step_grads(dfa, x, t, ce)
+    assert all(torch.isfinite(g).all() for n, g in grads.items() if g is not None)
+    assert grads["0.weight"].abs().sum() > 0
+
+
+def test_autocast_bf16_backward_runs_in_low_precision_and_returns_param_dtypes():
+    model = mlp([6, 7, 4], seed=3).float()
+    x, t = class_batch(5, (6,), 4)
+    x = x.float()
+    fa = converted(model, "fa", seed=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = ce(fa(x), t).mean()
+    loss.backward()
+    reference = converted(model, "fa", seed=1)
+    ce(reference(x), t).mean().backward()
+    for (name, p), q in zip(fa.named_parameters(), reference.parameters()):
+        if p.grad is None:
+            continue
+        assert p.grad.dtype == p.dtype, name
+        assert cosine(p.grad, q.grad) > 0.99, name  # bf16 arithmetic, same direction
+
+
+def test_convert_leaves_model_state_untouched():
+    # the shape-finding pass DFA needs must not update batch-norm statistics or draw dropout masks
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Dropout(0.5), nn.Flatten(),
+                          nn.Linear(3 * 7 * 7, 4)).double()
+    state = copy.deepcopy(model.state_dict())
+    rng = torch.get_rng_state()
+    x, _ = class_batch(CONV_INPUT[0], CONV_INPUT[1:], 4)
+    fa_bench.convert(model, "dfa", example_input=x)
+    assert model.training
+    assert torch.equal(torch.get_rng_state(), rng)
+    for k, v in state.items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
 def test_dfa_conv_needs_example_input():
     with pytest.raises(ValueError, match="example_input"):
         converted(convnet(), "dfa")
@@ -461,8 +512,8 @@ def test_brsf_input_gradient_uses_this_batchs_feedback():
 # ------------------------------------------------------------------------------------------------
 # 8. matched (Kolen-Pollack)
 # ------------------------------------------------------------------------------------------------
-def matched_setup():
-    model = converted(mlp([6, 7, 4], seed=2), "matched", seed=1)
+def matched_setup(decay=0.0):
+    model = converted(mlp([6, 7, 4], seed=2), "matched", seed=1, decay=decay)
     x, t = class_batch(5, (6,), 4)
     return model, x, t
 
@@ -494,10 +545,13 @@ def test_matched_sgd_moves_feedback_like_weight():
         assert_close(B1 - B0, W1 - W0)
 
 
-def test_matched_weight_decay_closes_the_gap():
-    model, x, t = matched_setup()
+@pytest.mark.parametrize("where", ["optimizer", "rule"])
+def test_matched_weight_decay_closes_the_gap(where):
+    # Kolen-Pollack: with decay on both W and B, W - B shrinks by exactly (1 - ηλ) per SGD step,
+    # whether the decay comes from the optimizer or from the rule's own `decay` option
     lr, decay = 0.1, 0.05
-    opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=decay)
+    model, x, t = matched_setup(decay=decay if where == "rule" else 0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=decay if where == "optimizer" else 0.0)
     for _ in range(3):
         before = snapshot(model)
         opt.zero_grad()
@@ -506,6 +560,20 @@ def test_matched_weight_decay_closes_the_gap():
         for name, (W1, B1) in snapshot(model).items():
             W0, B0 = before[name]
             assert_close((W1 - B1).norm(), (1 - lr * decay) * (W0 - B0).norm())
+
+
+def test_matched_default_decay_aligns_b_with_w():
+    model, x, t = converted(mlp([6, 7, 4], seed=2), "matched", seed=1), *class_batch(5, (6,), 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    gap0 = {n: (l.weight - l.feedback_weight).norm().item() for n, l in converted_layers(model)}
+    for _ in range(50):
+        opt.zero_grad()
+        step_grads(model, x, t, ce)
+        opt.step()
+    decay = rule_of(model).opts["decay"]
+    assert decay > 0, "matched must decay by default (the rule is 'W's update plus weight decay')"
+    for n, l in converted_layers(model):
+        assert (l.weight - l.feedback_weight).norm().item() == pytest.approx(gap0[n] * (1 - 0.5 * decay) ** 50)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -539,6 +607,24 @@ def test_node_perturbation_estimates_the_gradient(sigma, request):
         # unbiased, so the scale is right too (cosine alone would miss a wrong 1/σ² or 1/N)
         ratio = (p.grad.norm() / want[name].norm()).item()
         assert 0.9 < ratio < 1.1, f"{name}: |estimate| / |gradient| = {ratio:.3f}"
+
+
+def test_node_perturbation_with_dropout_sees_the_same_masks_in_both_passes():
+    # one example repeated: each row gets its own dropout mask; the true gradient is taken with the
+    # very masks NP used, so only the perturbation may separate the two
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(5, 6), nn.Dropout(0.3), nn.Linear(6, 3)).double()
+    x = torch.randn(1, 5, dtype=torch.float64).repeat(20000, 1)
+    t = torch.randn(1, 3, dtype=torch.float64).repeat(20000, 1)
+    model = converted(plain, "node_perturbation", sigma=1e-4, seed=3)
+    before = torch.get_rng_state()
+    rule_of(model).compute_gradients(model, x, t, sse)
+    torch.set_rng_state(before)
+    reference = copy.deepcopy(plain)
+    sse(reference(x), t).mean().backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert cosine(p.grad, q.grad) > 0.9, name
+        assert 0.8 < (p.grad.norm() / q.grad.norm()).item() < 1.2, name
 
 
 def test_node_perturbation_refuses_unconverted_parameters():
@@ -650,6 +736,13 @@ def test_every_rule_has_a_config(rule):
     assert (CONF_RULE_DIR / f"{rule}.yaml").is_file(), f"missing {CONF_RULE_DIR / (rule + '.yaml')}"
 
 
+def test_report_lists_modules_with_their_own_weights():
+    model = nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 2))
+    report = fa_bench.convert(model, "fa").fa_report
+    assert report.converted == ["0"]
+    assert report.left_on_backprop["1"] == "MultiheadAttention"  # its in_proj_weight trains by autograd
+
+
 def test_report_lists_what_stays_on_backprop():
     plain, _, _ = registry_net("convnet")
     report = converted(plain, "fa").fa_report
@@ -686,13 +779,7 @@ def test_model_without_convertible_layers():
 
 @pytest.mark.parametrize("rule", ALL_RULES)
 def test_unknown_output_layer(rule):
-    # every rule should give Rule.attach's clear error naming the converted layers. Known bug: dfa
-    # looks the name up before validating it and raises a bare KeyError('nope').
-    try:
+    # every rule gives Rule.attach's clear error naming the converted layers (not a bare KeyError)
+    with pytest.raises(ValueError, match="converted") as err:
         fa_bench.convert(mlp([3, 4, 2]), rule, output_layer="nope")
-    except Exception as exc:  # noqa: BLE001 - the type is what is under test
-        err = exc
-    else:
-        pytest.fail("a bad output_layer was accepted")
-    assert isinstance(err, ValueError), f"{rule}: bad output_layer raised {type(err).__name__}({err})"
-    assert "output_layer" in str(err) and "'0'" in str(err) and "'2'" in str(err)
+    assert "output_layer" in str(err.value) and "'0'" in str(err.value) and "'2'" in str(err.value)

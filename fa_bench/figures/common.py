@@ -16,11 +16,6 @@ RULE_STYLE = {  # Lillicrap's colours: shallow light grey, RL dark grey, BP blac
 }
 
 
-def series(curves: pd.DataFrame, name: str, split: str, layer: str = "") -> pd.DataFrame:
-    sel = curves[(curves["name"] == name) & (curves["split"] == split) & (curves["layer"].fillna("") == layer)]
-    return sel
-
-
 def mean_band(ax, df: pd.DataFrame, x="examples", y="value", by="seed", band="sd", **style):
     """Plot the mean over ``by`` and a band of ±1 sd (or min-max) at each x."""
     pivot = df.pivot_table(index=x, columns=by, values=y, aggfunc="mean")

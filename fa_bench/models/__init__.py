@@ -27,13 +27,19 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def check_init(init: str, scale) -> None:
+    if init not in WEIGHT_INITS:
+        raise ValueError(f"unknown weight init {init!r}; valid: {', '.join(WEIGHT_INITS)}")
+    if init == "uniform" and scale is None:
+        raise ValueError("init='uniform' draws U[-init_scale, init_scale]: set init_scale")
+
+
 def init_weights(model: nn.Module, init: str = "default", scale: float | None = None, bias_scale=None,
                  generator: torch.Generator | None = None):
     """Re-initialise every Linear/Conv2d: 'default' (torch's), 'uniform' U[-scale, scale] (Lillicrap),
     'zero' (Nøkland's FA/DFA tanh nets), 'fan_in_uniform' U(±scale/√fan_in) (Nøkland's BP and ReLU nets).
     Biases: U[-bias_scale, bias_scale] if bias_scale is given, else zero (torch's own for 'default')."""
-    if init not in WEIGHT_INITS:
-        raise ValueError(f"unknown weight init {init!r}; valid: {', '.join(WEIGHT_INITS)}")
+    check_init(init, scale)
     if init == "default":
         return model
     for m in model.modules():

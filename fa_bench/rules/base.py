@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -27,35 +28,26 @@ def get_rule(name: str, **options) -> Rule:
     return RULES[name](**options)
 
 
-FEEDBACK_INITS = ("uniform", "normal", "kaiming_uniform", "fan_out_uniform", "sign_of_weight")
+FEEDBACK_INITS = ("uniform", "normal", "kaiming_uniform", "fan_out_uniform")
 
 
-def draw_feedback(shape, init: str, scale: float | None, generator: torch.Generator,
-                  weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Draw a feedback tensor on the CPU (so a seed gives the same B on any device).
+def draw_feedback(shape, init: str, scale: float | None, generator: torch.Generator) -> torch.Tensor:
+    """Draw a feedback tensor on the generator's device (CPU generators make B device-independent).
 
     fan_in / fan_out follow torch's convention for a weight of this shape: dim 1 × receptive field,
     dim 0 × receptive field.
     """
     receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
     fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
-    if init == "uniform":  # U[-scale, scale]: Lillicrap's B
-        bound = 1.0 if scale is None else scale
-        return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+    mult = 1.0 if scale is None else float(scale)
     if init == "normal":
-        std = 1.0 if scale is None else scale
-        return torch.randn(shape, generator=generator) * std
-    if init == "kaiming_uniform":  # what nn.Linear / nn.Conv2d draw for W by default: U(±1/√fan_in)
-        bound = (1.0 if scale is None else scale) / math.sqrt(fan_in)
-        return (torch.rand(shape, generator=generator) * 2 - 1) * bound
-    if init == "fan_out_uniform":  # Nøkland 2016: U(±1/√fan_out)
-        bound = (1.0 if scale is None else scale) / math.sqrt(fan_out)
-        return (torch.rand(shape, generator=generator) * 2 - 1) * bound
-    if init == "sign_of_weight":
-        if weight is None:
-            raise ValueError("init='sign_of_weight' needs the layer's weight")
-        return torch.sign(weight.detach().cpu()) * (1.0 if scale is None else scale)
-    raise ValueError(f"unknown feedback init {init!r}; valid: {', '.join(FEEDBACK_INITS)}")
+        return torch.randn(shape, generator=generator, device=generator.device) * mult
+    bounds = {"uniform": mult,  # U[-scale, scale]: Lillicrap's B
+              "kaiming_uniform": mult / math.sqrt(fan_in),  # nn.Linear's own W: U(±1/√fan_in)
+              "fan_out_uniform": mult / math.sqrt(fan_out)}  # Nøkland 2016: U(±1/√fan_out)
+    if init not in bounds:
+        raise ValueError(f"unknown feedback init {init!r}; valid: {', '.join(FEEDBACK_INITS)}")
+    return (torch.rand(shape, generator=generator, device=generator.device) * 2 - 1) * bounds[init]
 
 
 def set_feedback(layer: nn.Module, value: torch.Tensor, learn: bool = False, name: str = "feedback_weight"):
@@ -91,17 +83,25 @@ class Rule:
     layerwise = True  # feedback_weight has W's shape
     learns_feedback = False
     uses_backward = True  # gradients come from one backward pass, so the alignment probe applies
-    options: dict = {"init": "kaiming_uniform", "scale": None, "seed": 0, "output_layer": None}
+    needs_input_shapes = False  # convert() must run one forward pass to size the feedback
+    # Options, merged down the class hierarchy; a rule accepts exactly these (no silently ignored ones).
+    options: ClassVar[dict] = {"seed": 0, "output_layer": None}
 
     def __init__(self, **options):
-        valid = {**Rule.options, **type(self).options}
+        valid = {}
+        for klass in reversed(type(self).__mro__):
+            valid.update(klass.__dict__.get("options", {}))
         unknown = set(options) - set(valid)
         if unknown:
             raise TypeError(f"rule {self.name!r} got unknown option(s) {sorted(unknown)}; "
                             f"valid options: {', '.join(sorted(valid))}")
         self.opts = {**valid, **options}
+        if "init" in self.opts and self.opts["init"] not in FEEDBACK_INITS:
+            raise ValueError(f"rule {self.name!r}: unknown feedback init {self.opts['init']!r}; "
+                             f"valid: {', '.join(FEEDBACK_INITS)}")
         self.layers: list[tuple[str, nn.Module]] = []
         self.output_name: str | None = None
+        self.output_layer: nn.Module | None = None
 
     def __repr__(self):
         return f"{type(self).__name__}({self.opts})"
@@ -115,6 +115,7 @@ class Rule:
         if wanted is not None and wanted not in names:
             raise ValueError(f"output_layer {wanted!r} is not a converted layer; converted: {names}")
         self.output_name = wanted if wanted is not None else names[-1]
+        self.output_layer = dict(self.layers)[self.output_name]
         generator = seeded_generator(self.opts["seed"], "feedback")
         for name, layer in self.layers:
             layer.rule = self
@@ -123,16 +124,27 @@ class Rule:
 
     def init_layer(self, layer, generator, input_shape):
         if self.has_feedback:
-            B = draw_feedback(tuple(layer.weight.shape), self.opts["init"], self.opts["scale"], generator,
-                              weight=layer.weight)
+            B = draw_feedback(tuple(layer.weight.shape), self.opts["init"], self.opts["scale"], generator)
             set_feedback(layer, B, learn=self.learns_feedback)
+
+    def rng_state(self):
+        """The state of the random streams the rule draws from while training (None: it draws none).
+        The probe saves it and puts it back, so measuring never shifts what training draws."""
+        return None
+
+    def set_rng_state(self, state):
+        pass
+
+    def refresh(self, layer):
+        """Bring ``layer.feedback_weight`` up to date with the current W, for rules whose B follows W
+        (read by the probe, which runs before the step's forward pass)."""
 
     # --- the backward contract -----------------------------------------------------------------
     def forward(self, layer, x):
         return layer.run_rule(x, self)
 
     def feedback_matrix(self, layer):
-        return layer.feedback_weight.detach()
+        return layer.feedback_weight.detach() if self.has_feedback else None
 
     def error_to_input(self, layer, grad_out, feedback, x):
         return layer.propagate(grad_out, feedback, x)

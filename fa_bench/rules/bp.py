@@ -9,8 +9,5 @@ class BP(Rule):
     name = "bp"
     has_feedback = False
 
-    def init_layer(self, layer, generator, input_shape):
-        pass
-
     def feedback_matrix(self, layer):
         return layer.weight.detach()

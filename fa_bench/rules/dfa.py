@@ -1,12 +1,13 @@
 """Direct feedback alignment (Nøkland 2016): the output error reaches every hidden layer directly."""
 import math
+from typing import ClassVar
 
 from fa_bench.rules.base import Rule, draw_feedback, register, set_feedback
 
 
 @register
 class DFA(Rule):
-    """Every converted layer sends B·e to its input, where e is the output error.
+    """Every converted layer sends e·B to its input, where e is the output error.
 
     How the output error arrives: e is whatever gradient reaches the output layer's pre-activation,
     i.e. ∂L/∂a_out of the loss you call ``backward`` on (y − t for softmax cross-entropy, or for
@@ -23,24 +24,21 @@ class DFA(Rule):
 
     name = "dfa"
     layerwise = False
-    options = {"init": "kaiming_uniform"}
+    needs_input_shapes = True  # a conv layer's feedback is sized by its input's spatial extent
+    options: ClassVar[dict] = {"init": "kaiming_uniform", "scale": None}
 
     def attach(self, layers, input_shapes=None):
         self.error = None
-        by_name = dict(layers)
-        out_name = self.opts["output_layer"] or list(by_name)[-1]
-        if out_name not in by_name:
-            raise ValueError(f"output_layer {out_name!r} is not a converted layer; converted: {list(by_name)}")
-        self.n_out = by_name[out_name].weight.shape[0]
         super().attach(layers, input_shapes)
 
     def init_layer(self, layer, generator, input_shape):
+        n_out = self.output_layer.weight.shape[0]
         if layer.is_output:
             shape = tuple(layer.weight.shape)
         elif hasattr(layer, "in_features"):
-            shape = (self.n_out, layer.in_features)
+            shape = (n_out, layer.in_features)
         elif input_shape is not None:
-            shape = (self.n_out, math.prod(input_shape))
+            shape = (n_out, math.prod(layer.padded_input_shape(input_shape)))
         else:
             raise ValueError("dfa on a model with Conv2d layers needs the input shape of each layer: "
                              "pass example_input=<one batch> to fa_bench.convert")
@@ -50,13 +48,17 @@ class DFA(Rule):
         if layer.is_output:
             self.error = grad_out
             return layer.propagate(grad_out, feedback, x)
-        if self.error is None:
+        e = self.error
+        if e is None:
             raise RuntimeError("dfa: a hidden layer ran its backward before the output layer; "
                                "the output layer must be downstream of every converted layer")
-        if self.error.shape[:-1] == x.shape[:-1]:  # Linear on (batch, ..., features): e per position
-            return self.error @ feedback
-        e = self.error.reshape(x.shape[0], -1)
-        return (e @ feedback).view(x.shape)
+        if e.shape[:-1] == x.shape[:-1]:  # Linear on (batch, ..., features): e per position
+            return e @ feedback
+        if e.shape[0] != x.shape[0] or e[0].numel() != feedback.shape[0] or x[0].numel() != feedback.shape[1]:
+            raise RuntimeError(f"dfa: cannot send an output error of shape {tuple(e.shape)} to an input of shape "
+                               f"{tuple(x.shape)} through B {tuple(feedback.shape)}; DFA needs one output "
+                               f"error vector per example (or per position, for token models)")
+        return (e.reshape(x.shape[0], -1) @ feedback).view(x.shape)
 
     def compute_gradients(self, model, x, target, loss_fn):
         self.error = None
@@ -64,5 +66,3 @@ class DFA(Rule):
             return super().compute_gradients(model, x, target, loss_fn)
         finally:
             self.error = None  # don't hold the batch's error (and its memory) between steps
-
-

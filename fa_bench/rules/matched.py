@@ -1,21 +1,32 @@
 """Matched feedback (Kolen & Pollack 1994; Lansdell 2020's "Matched"): B receives W's update."""
+from typing import ClassVar
+
 from fa_bench.rules.base import Rule, register
 
 
 @register
 class Matched(Rule):
-    """B is a Parameter whose gradient is W's gradient, so any optimizer moves B exactly as it moves W.
+    """B is a Parameter that receives W's update, and both decay: ∇W + λW for W, ∇W + λB for B.
 
-    With weight decay λ on both, W − B shrinks by (1 − ηλ) each step and B converges to W
-    (Kolen-Pollack). ``decay`` sets the weight decay applied to B (``None``: the optimizer's).
+    Whatever the optimizer, B moves by W's step; under SGD, W − B shrinks by (1 − ηλ) every step, so
+    B converges to W (Kolen-Pollack). ``decay`` is λ (0 gives the pure "same update" rule); it is
+    part of the rule, on top of any optimizer weight decay.
     """
 
     name = "matched"
     learns_feedback = True
-    options = {"decay": None}
-
-    def feedback_grad(self, layer, grad_w):
-        return grad_w
+    options: ClassVar[dict] = {"init": "kaiming_uniform", "scale": None, "decay": 1e-4}
 
     def feedback_matrix(self, layer):
         return layer.feedback_weight  # not detached: the Function must hand B its gradient
+
+    def weight_grads(self, layer, grad_out, x):
+        grad_w, grad_b = layer.local_grads(grad_out, x)
+        decay = self.opts["decay"]
+        return (grad_w + decay * layer.weight.detach() if decay else grad_w), grad_b
+
+    def feedback_grad(self, layer, grad_w):
+        decay = self.opts["decay"]
+        if not decay:
+            return grad_w
+        return grad_w + decay * (layer.feedback_weight.detach() - layer.weight.detach())

@@ -1,8 +1,10 @@
 """Node perturbation (Williams 1992; Werfel, Xie & Seung 2005): Lillicrap's reinforcement-learning baseline."""
+from typing import ClassVar
+
 import torch
 
 from fa_bench.rules.base import Rule, register
-from fa_bench.seeding import generator
+from fa_bench.seeding import DeviceStreams, global_rng_state
 
 
 @register
@@ -13,28 +15,29 @@ class NodePerturbation(Rule):
     added to every converted layer's pre-activations. With ΔL = L_noisy − L_clean per example,
     ĝ_l = (ΔL / σ²) ξ_l is an unbiased estimate of ∂L/∂a_l (to first order), and W_l receives
     ĝ_l · x_lᵀ with x_l the input the layer saw in the noisy pass. The reward ΔL is the only signal;
-    no error vector travels anywhere.
+    no error vector travels anywhere. Both passes see the same dropout masks, so ΔL measures ξ alone.
     """
 
     name = "node_perturbation"
     has_feedback = False
     uses_backward = False
-    options = {"sigma": 1e-3}
+    options: ClassVar[dict] = {"sigma": 1e-3}
 
     def attach(self, layers, input_shapes=None):
         self.noisy = False
-        self.generator = generator(self.opts["seed"], "node_perturbation")
+        self.streams = DeviceStreams(self.opts["seed"], "node_perturbation")
         super().attach(layers, input_shapes)
 
-    def init_layer(self, layer, generator, input_shape):
-        pass
+    def rng_state(self):
+        return self.streams.get_state()
+
+    def set_rng_state(self, state):
+        self.streams.set_state(state)
 
     def forward(self, layer, x):
-        if layer.exact_bp:
-            return super().forward(layer, x)
         out = layer.affine(x, layer.weight, layer.bias)
         if self.noisy:
-            noise = torch.randn(out.shape, generator=self.generator).to(out.device, out.dtype)
+            noise = torch.randn(out.shape, generator=self.streams(out.device), device=out.device, dtype=out.dtype)
             noise.mul_(self.opts["sigma"])
             layer.record_np = (x.detach(), noise)
             out = out + noise
@@ -42,9 +45,11 @@ class NodePerturbation(Rule):
 
     def compute_gradients(self, model, x, target, loss_fn):
         with torch.no_grad():
+            same_masks = global_rng_state()
             self.noisy = False
             out = model(x)
             clean = loss_fn(out, target)
+            same_masks()
             self.noisy = True
             try:
                 noisy = loss_fn(model(x), target)

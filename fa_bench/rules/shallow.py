@@ -6,18 +6,12 @@ from fa_bench.rules.base import Rule, register
 class Shallow(Rule):
     """The output layer gets its exact gradient; hidden layers get none and are never updated.
 
-    The output layer sends nothing downstream, so no work is done below it in the backward pass and
-    the hidden layers' ``.grad`` stays ``None`` (optimizers then skip them, weight decay included).
+    The output layer sends nothing downstream, so the hidden layers' backward receives no gradient
+    (it returns at once) and their ``.grad`` stays ``None``: optimizers skip them, weight decay included.
     """
 
     name = "shallow"
     has_feedback = False
-
-    def init_layer(self, layer, generator, input_shape):
-        pass
-
-    def feedback_matrix(self, layer):
-        return layer.weight.detach()
 
     def error_to_input(self, layer, grad_out, feedback, x):
         return None

@@ -1,60 +1,85 @@
 """Sign-concordant feedback (Liao, Leibo & Poggio 2016; Moskovitz et al. 2018): B shares W's signs."""
+from typing import ClassVar
+
 import torch
 
 from fa_bench.rules.base import Rule, draw_feedback, register, set_feedback
-from fa_bench.seeding import generator
+from fa_bench.seeding import DeviceStreams
 
 
-@register
-class USF(Rule):
-    """Uniform sign-concordant feedback: B = sign(W), refreshed at every forward pass."""
+class _SignConcordant(Rule):
+    """B = M ∘ sign(W), recomputed from the current W at every training forward pass.
 
-    name = "usf"
+    The buffer ``feedback_weight`` shows the B the last backward pass used; the fresh tensor is what
+    the pass saves, so a later refresh can never corrupt a pending backward.
+    """
+
+    def magnitude(self, layer):
+        raise NotImplementedError
 
     def init_layer(self, layer, generator, input_shape):
         set_feedback(layer, torch.sign(layer.weight.detach()))
 
     def feedback_matrix(self, layer):
-        B = torch.sign(layer.weight.detach())
-        # keep the buffer showing what the backward pass used; the fresh tensor is what gets saved,
-        # so a later in-place refresh can never corrupt a pending backward
+        B = self.magnitude(layer) * torch.sign(layer.weight.detach())
         layer.feedback_weight.copy_(B)
         return B
 
+    def refresh(self, layer):
+        layer.feedback_weight.copy_(layer.feedback_weight.abs() * torch.sign(layer.weight.detach()))
+
 
 @register
-class FRSF(Rule):
+class USF(_SignConcordant):
+    """Uniform sign-concordant feedback: B = sign(W)."""
+
+    name = "usf"
+
+    def magnitude(self, layer):
+        return 1.0
+
+    def refresh(self, layer):
+        layer.feedback_weight.copy_(torch.sign(layer.weight.detach()))
+
+
+@register
+class FRSF(_SignConcordant):
     """Fixed random-magnitude sign-concordant feedback: B = |R| ∘ sign(W), R drawn once."""
 
     name = "frsf"
+    options: ClassVar[dict] = {"init": "normal", "scale": None}
 
     def init_layer(self, layer, generator, input_shape):
         R = draw_feedback(tuple(layer.weight.shape), self.opts["init"], self.opts["scale"], generator)
         set_feedback(layer, R.abs(), name="feedback_magnitude")
         set_feedback(layer, R.abs() * torch.sign(layer.weight.detach().cpu()))
 
-    def feedback_matrix(self, layer):
-        B = layer.feedback_magnitude * torch.sign(layer.weight.detach())
-        layer.feedback_weight.copy_(B)
-        return B
+    def magnitude(self, layer):
+        return layer.feedback_magnitude
 
 
 @register
-class BRSF(Rule):
-    """Batchwise random-magnitude sign-concordant feedback: B = |R_t| ∘ sign(W), R_t redrawn per batch."""
+class BRSF(_SignConcordant):
+    """Batchwise random-magnitude sign-concordant feedback: B = |R_t| ∘ sign(W), R_t redrawn per batch.
+
+    R_t comes from the rule's own stream on the layer's device (the global RNG, which orders data and
+    drops units, is untouched), and only in passes that build a graph: evaluation draws nothing.
+    """
 
     name = "brsf"
+    options: ClassVar[dict] = {"init": "normal", "scale": None}
 
     def attach(self, layers, input_shapes=None):
-        # B is redrawn from this rule's own stream, so the global RNG (data order, dropout) is untouched
-        self.generator = generator(self.opts["seed"], "brsf")
+        self.streams = DeviceStreams(self.opts["seed"], "brsf")
         super().attach(layers, input_shapes)
 
-    def init_layer(self, layer, generator, input_shape):
-        set_feedback(layer, torch.sign(layer.weight.detach()))
+    def rng_state(self):
+        return self.streams.get_state()
 
-    def feedback_matrix(self, layer):
-        R = draw_feedback(tuple(layer.weight.shape), self.opts["init"], self.opts["scale"], self.generator)
-        B = R.abs().to(layer.weight.device, layer.weight.dtype) * torch.sign(layer.weight.detach())
-        layer.feedback_weight.copy_(B)
-        return B
+    def set_rng_state(self, state):
+        self.streams.set_state(state)
+
+    def magnitude(self, layer):
+        W = layer.weight
+        R = draw_feedback(tuple(W.shape), self.opts["init"], self.opts["scale"], self.streams(W.device))
+        return R.abs().to(W.dtype)

@@ -1,0 +1,107 @@
+"""The alignment probe measures the model as it is now, and never moves the training trajectory."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fa_bench
+from fa_bench.config import compose_config
+from fa_bench.probe import AlignmentProbe
+from fa_bench.run import run
+
+
+def ce(out, target):
+    return F.cross_entropy(out, target, reduction="none")
+
+
+def trained(rule, sizes=(6, 8, 8, 4), steps=5, lr=0.5, **opts):
+    torch.manual_seed(0)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [nn.Linear(a, b)] + ([nn.Tanh()] if i < len(sizes) - 2 else [])
+    model = fa_bench.convert(nn.Sequential(*layers), rule, **opts)
+    x, t = torch.randn(16, sizes[0]), torch.randint(0, sizes[-1], (16,))
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for _ in range(steps):  # big steps, so weights change sign between forward passes
+        opt.zero_grad()
+        fa_bench.rule_of(model).compute_gradients(model, x, t, ce)
+        opt.step()
+    return model, x, t
+
+
+def by_metric(rows, name):
+    return {layer: value for metric, layer, value in rows if metric == name}
+
+
+@pytest.mark.parametrize("rule", ["usf", "frsf", "brsf"])
+def test_sign_concordant_feedback_is_measured_against_the_current_weights(rule):
+    model, x, t = trained(rule)
+    rows = AlignmentProbe(model, ce).measure(x, t)  # measured after the last update, before any forward
+    congruence = by_metric(rows, "sign_congruence")
+    assert congruence and all(v == 1.0 for v in congruence.values()), congruence
+    if rule == "usf":  # B = sign(W): the angle between W and its own sign pattern, by hand
+        for name, layer in fa_bench.converted_layers(model):
+            W = layer.weight.detach().flatten()
+            by_hand = torch.rad2deg(torch.arccos(W.abs().sum() / (W.norm() * W.numel() ** 0.5))).item()
+            assert by_metric(rows, "weight_angle")[name] == pytest.approx(by_hand, abs=1e-3)
+
+
+def test_bp_deltas_are_exact_and_fa_with_own_weights_is_zero_angle():
+    model, x, t = trained("bp")
+    rows = AlignmentProbe(model, ce).measure(x, t)
+    assert all(v == pytest.approx(0.0, abs=1e-4) for v in by_metric(rows, "delta_angle").values())
+    assert all(v == pytest.approx(1.0) for v in by_metric(rows, "norm_ratio").values())
+    assert all(v == pytest.approx(0.0, abs=1e-4) for v in by_metric(rows, "update_angle").values())
+
+
+def test_fa_probe_matches_a_hand_computation():
+    model, x, t = trained("fa", sizes=(6, 8, 4), steps=2)
+    (_, hidden), (_, out) = fa_bench.converted_layers(model)
+    rows = AlignmentProbe(model, ce).measure(x, t)
+    # by hand: e at the output, δ_FA = (e B) ∘ tanh', δ_BP = (e W) ∘ tanh'
+    a = F.linear(x, hidden.weight, hidden.bias)
+    y = F.linear(torch.tanh(a), out.weight, out.bias).detach().requires_grad_(True)
+    (e,) = torch.autograd.grad(ce(y, t).mean(), y)
+    d_fa = (e @ out.feedback_weight) * (1 - torch.tanh(a) ** 2)
+    d_bp = (e @ out.weight) * (1 - torch.tanh(a) ** 2)
+    cos = F.cosine_similarity(d_fa, d_bp, dim=1).clamp(-1, 1)
+    expected = torch.rad2deg(torch.arccos(cos)).mean().item()
+    assert by_metric(rows, "delta_angle")["0"] == pytest.approx(expected, abs=1e-3)
+    assert by_metric(rows, "norm_ratio")["0"] == pytest.approx((d_bp.norm() / d_fa.norm()).item(), rel=1e-5)
+    assert by_metric(rows, "delta_angle")["2"] == pytest.approx(0.0, abs=1e-4)  # the output layer's δ is e
+
+
+def test_dfa_logs_no_weight_comparisons_even_when_shapes_coincide():
+    # 8 -> 4 -> 4: the hidden layer's DFA matrix happens to have W's shape, but it is not W's twin
+    model, x, t = trained("dfa", sizes=(8, 4, 4, 4))
+    rows = AlignmentProbe(model, ce).measure(x, t)
+    assert not by_metric(rows, "weight_angle") and not by_metric(rows, "sign_congruence")
+    assert set(by_metric(rows, "delta_angle")) == {"0", "2", "4"}
+
+
+def test_sign_flips_accumulate():
+    model, x, t = trained("fa", steps=0)
+    probe = AlignmentProbe(model, ce)
+    assert all(v == 0 for v in by_metric(probe.measure(x, t), "sign_flips").values())
+    with torch.no_grad():
+        for _, layer in fa_bench.converted_layers(model):
+            layer.weight[0].neg_()  # flip one row's signs ...
+    probe.measure(x, t)
+    with torch.no_grad():
+        for _, layer in fa_bench.converted_layers(model):
+            layer.weight[0].neg_()  # ... and back: "at any logged step so far" still counts them
+    flips = by_metric(probe.measure(x, t), "sign_flips")
+    for name, layer in fa_bench.converted_layers(model):
+        assert flips[name] == pytest.approx(layer.weight.shape[1] / layer.weight.numel())
+
+
+def test_brsf_trajectory_does_not_depend_on_the_evaluation_cadence(tmp_path):
+    # evaluation runs forward passes; a rule that drew its random B there would shift training
+    base = ["rule=brsf", "dataset=linear_teacher", "model=linear_30_20_10", "dataset.n_train=64",
+            "dataset.n_test=16", "trainer.batch_size=4", "trainer.progress=false", "metrics.every=3"]
+    finals = []
+    for every, eval_bs in [(16, 16), (4, 16), (16, 3)]:
+        summary = run(compose_config(base + [f"trainer.eval_every={every}", f"trainer.eval_batch_size={eval_bs}"]),
+                      tmp_path / f"{every}_{eval_bs}")
+        finals.append(summary["final"]["test/loss"])
+    assert finals[0] == finals[1] == finals[2]
