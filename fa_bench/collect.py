@@ -27,6 +27,19 @@ def select(curves: pd.DataFrame, metric: str, **match) -> pd.DataFrame:
     return rows
 
 
+def budget_text(meta: dict) -> str:
+    """One line for figures and tables: '10 seeds x 8000 examples/run (batch 1, 1 epoch), cpu, commit abc'."""
+    b = meta["budget"]
+    parts = [f"batch {'/'.join(map(str, b.get('batch_size', [])))}",
+             f"{'/'.join(map(str, b.get('epochs', [])))} epoch(s)"]
+    if b.get("max_steps"):
+        parts.append(f"max_steps {'/'.join(map(str, b['max_steps']))}")
+    examples = "/".join(map(str, b.get("examples_per_run", []))) or "?"
+    commits = ",".join(c[:8] for c in meta["git_commits"]) + (" (dirty)" if meta.get("any_dirty") else "")
+    return (f"{len(meta['seeds'])} seeds x {examples} examples/run ({', '.join(parts)}), "
+            f"{'/'.join(meta['devices'])}, commit {commits}")
+
+
 def find_runs(root: Path | str) -> list[Path]:
     return sorted(p.parent for p in Path(root).rglob("summary.json"))
 
@@ -105,8 +118,10 @@ def collect(source: Path | str, dest: Path | str, experiment: str | None = None,
         "status_counts": runs["status"].value_counts().to_dict(),
         "seeds": sorted(int(s) for s in runs["seed"].unique()),
         "rules": sorted(runs["rule"].unique().tolist()),
-        "budget": {c[len("budget_"):]: sorted(runs[c].dropna().unique().tolist())
-                   for c in runs.columns if c.startswith("budget_")},
+        "budget": {**{c[len("budget_"):]: sorted(runs[c].dropna().unique().tolist())
+                      for c in runs.columns if c.startswith("budget_")},
+                   "examples_per_run": sorted(int(e) for e in runs["examples"].dropna().unique())
+                   if "examples" in runs else []},
         "devices": sorted(runs["device"].astype(str).unique().tolist()),
         "torch_versions": sorted(runs["torch_version"].astype(str).unique().tolist()),
         "total_wall_time_s": float(runs["wall_time"].sum()),

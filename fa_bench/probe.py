@@ -4,6 +4,10 @@ The probe runs its own forward/backward passes on a batch: one under the model's
 under exact backprop, on the same forward pass (same dropout masks, same batch-norm statistics).
 It restores every random stream and buffer afterwards, so a run with the probe gives the same
 numbers as a run without it, and it never writes ``.grad``.
+
+``update_angle`` compares the gradient the rule reports for W with the true gradient: the update
+direction before the optimizer (exactly the update under plain SGD; momentum or Adam then reshape
+both alike). A layer applied several times in one forward pass reports its last application's δ.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from fa_bench.collect import read_table, select
+from fa_bench.collect import budget_text, read_table, select
 
 
 def load_claims() -> list[dict]:
@@ -93,8 +93,7 @@ def write_scorecard(results_dir: Path) -> Path:
             ours, verdict, budget = "not run", "not run", ""
         else:
             ours, verdict = score(claim, curves)
-            budget = (f"{len(meta['seeds'])} seeds, {meta['budget']}, {'/'.join(meta['devices'])}, "
-                      f"commit {','.join(c[:8] for c in meta['git_commits'])}")
+            budget = budget_text(meta)
         rows.append(f"| {claim['id']} | {claim['source']} | {claim['paper']} | {ours} | {verdict} | "
                     f"{claim['reason']} | {budget} |")
     passed = sum("| pass |" in r for r in rows)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fa_bench.collect import read_table
+from fa_bench.collect import budget_text, read_table
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -35,9 +35,7 @@ def write_summary_table(folder: Path | str) -> Path:
     table = summary_table(runs)
     meta = json.loads((folder / "meta.json").read_text())
     header = (f"# {meta['experiment']}: final metrics (mean, sd over completed seeds)\n\n"
-              f"Written by `make figures` from runs.csv. Commit(s) {', '.join(c[:8] for c in meta['git_commits'])}"
-              f"{' (dirty tree)' if meta.get('any_dirty') else ''}; seeds {meta['seeds']}; budget {meta['budget']}; "
-              f"device {', '.join(meta['devices'])}.\n\n")
+              f"Written by `make figures` from runs.csv. Budget: {budget_text(meta)}.\n\n")
     out = folder / "summary.md"
     out.write_text(header + to_markdown(table) + "\n")
     return out

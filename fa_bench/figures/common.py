@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fa_bench.collect import budget_text
+
 RULE_STYLE = {  # Lillicrap's colours: shallow light grey, RL dark grey, BP black, FA green
     "shallow": dict(color="0.7", label="shallow"),
     "node_perturbation": dict(color="0.35", label="node perturbation (RL)"),
@@ -31,10 +33,7 @@ def mean_band(ax, df: pd.DataFrame, x="examples", y="value", by="seed", band="sd
 
 
 def provenance(folder: Path) -> str:
-    meta = json.loads((Path(folder) / "meta.json").read_text())
-    commits = ",".join(c[:8] for c in meta["git_commits"])
-    return (f"commit {commits}{' (dirty)' if meta.get('any_dirty') else ''}; {len(meta['seeds'])} seeds; "
-            f"budget {meta['budget']}; {', '.join(meta['devices'])}")
+    return budget_text(json.loads((Path(folder) / "meta.json").read_text()))
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
