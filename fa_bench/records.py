@@ -44,12 +44,17 @@ class MetricsWriter:
 
 
 def git_info(start: Path | None = None) -> dict:
-    """Commit of the code that ran and whether its tree was dirty ('unknown' outside a checkout)."""
+    """Commit of the code that ran and whether its tree was dirty ('unknown' outside a checkout).
+
+    Changes under results/ do not count: they are what runs write, not what runs execute (an lr
+    search that updates its CSV after each run would otherwise mark every later run dirty).
+    """
     cwd = Path(start or Path(__file__).resolve().parent)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                                 check=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                 ":(exclude,top)results"], cwd=cwd,
                                 capture_output=True, text=True, check=True, timeout=10).stdout
         return {"git_commit": commit, "git_dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):

@@ -184,3 +184,23 @@ def test_missing_data_names_the_folder_and_marks_the_run_failed(tmp_path):
         run(cfg, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "FileNotFoundError" in summary["error"]
+
+
+def test_git_info_ignores_results_but_not_code(tmp_path):
+    from fa_bench.records import git_info
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "results" / "runs.csv").write_text("x\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert git_info(tmp_path)["git_dirty"] is False
+    (tmp_path / "results" / "runs.csv").write_text("y\n")  # what runs write does not make the code dirty
+    assert git_info(tmp_path)["git_dirty"] is False
+    (tmp_path / "code.py").write_text("a = 2\n")
+    info = git_info(tmp_path)
+    assert info["git_dirty"] is True and len(info["git_commit"]) == 40
