@@ -1,9 +1,8 @@
 """Synthetic regression tasks from Lillicrap 2016 (teachers drawn from the data seed)."""
 import torch
 
-from fa_bench.seeding import generator
-
 from fa_bench.data import DataBundle, register
+from fa_bench.seeding import generator
 
 
 @register

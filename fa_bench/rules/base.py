@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from fa_bench.seeding import DeviceStreams
 from fa_bench.seeding import generator as seeded_generator
 
 RULES: dict[str, type[Rule]] = {}
@@ -84,6 +85,7 @@ class Rule:
     learns_feedback = False
     uses_backward = True  # gradients come from one backward pass, so the alignment probe applies
     needs_input_shapes = False  # convert() must run one forward pass to size the feedback
+    random_stream: str | None = None  # names the rule's own random stream, if it draws while training
     # Options, merged down the class hierarchy; a rule accepts exactly these (no silently ignored ones).
     options: ClassVar[dict] = {"seed": 0, "output_layer": None}
 
@@ -102,6 +104,7 @@ class Rule:
         self.layers: list[tuple[str, nn.Module]] = []
         self.output_name: str | None = None
         self.output_layer: nn.Module | None = None
+        self.streams: DeviceStreams | None = None
 
     def __repr__(self):
         return f"{type(self).__name__}({self.opts})"
@@ -116,6 +119,8 @@ class Rule:
             raise ValueError(f"output_layer {wanted!r} is not a converted layer; converted: {names}")
         self.output_name = wanted if wanted is not None else names[-1]
         self.output_layer = dict(self.layers)[self.output_name]
+        # per-step draws happen on the layers' device, from a stream of the rule's own (not the global one)
+        self.streams = DeviceStreams(self.opts["seed"], self.random_stream) if self.random_stream else None
         generator = seeded_generator(self.opts["seed"], "feedback")
         for name, layer in self.layers:
             layer.rule = self
@@ -130,10 +135,11 @@ class Rule:
     def rng_state(self):
         """The state of the random streams the rule draws from while training (None: it draws none).
         The probe saves it and puts it back, so measuring never shifts what training draws."""
-        return None
+        return None if self.streams is None else self.streams.get_state()
 
     def set_rng_state(self, state):
-        pass
+        if self.streams is not None:
+            self.streams.set_state(state)
 
     def refresh(self, layer):
         """Bring ``layer.feedback_weight`` up to date with the current W, for rules whose B follows W

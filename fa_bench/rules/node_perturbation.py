@@ -4,7 +4,7 @@ from typing import ClassVar
 import torch
 
 from fa_bench.rules.base import Rule, register
-from fa_bench.seeding import DeviceStreams, global_rng_state
+from fa_bench.seeding import global_rng_state
 
 
 @register
@@ -22,17 +22,8 @@ class NodePerturbation(Rule):
     has_feedback = False
     uses_backward = False
     options: ClassVar[dict] = {"sigma": 1e-3}
-
-    def attach(self, layers, input_shapes=None):
-        self.noisy = False
-        self.streams = DeviceStreams(self.opts["seed"], "node_perturbation")
-        super().attach(layers, input_shapes)
-
-    def rng_state(self):
-        return self.streams.get_state()
-
-    def set_rng_state(self, state):
-        self.streams.set_state(state)
+    random_stream = "node_perturbation"
+    noisy = False  # set only inside compute_gradients, for its second pass
 
     def forward(self, layer, x):
         out = layer.affine(x, layer.weight, layer.bias)

@@ -4,7 +4,6 @@ from typing import ClassVar
 import torch
 
 from fa_bench.rules.base import Rule, draw_feedback, register, set_feedback
-from fa_bench.seeding import DeviceStreams
 
 
 class _SignConcordant(Rule):
@@ -68,16 +67,7 @@ class BRSF(_SignConcordant):
 
     name = "brsf"
     options: ClassVar[dict] = {"init": "normal", "scale": None}
-
-    def attach(self, layers, input_shapes=None):
-        self.streams = DeviceStreams(self.opts["seed"], "brsf")
-        super().attach(layers, input_shapes)
-
-    def rng_state(self):
-        return self.streams.get_state()
-
-    def set_rng_state(self, state):
-        self.streams.set_state(state)
+    random_stream = "brsf"
 
     def magnitude(self, layer):
         W = layer.weight
