@@ -1,6 +1,7 @@
 # fa_bench: the commands a newcomer needs. FA_DATA points at the data sets (MNIST under $FA_DATA/MNIST/raw).
 export FA_DATA ?= $(abspath ../shared/data)
 PYTHON ?= python
+RESULTS ?= results
 
 .PHONY: install test figures fig2 clean
 
@@ -12,7 +13,7 @@ test:               ## the test suite (what .ci/run calls)
 	$(PYTHON) -m pytest -q
 
 figures:            ## every figure, table and results/SCORECARD.md from the committed results/ (no training)
-	$(PYTHON) scripts/make_figures.py --results results
+	$(PYTHON) scripts/make_figures.py --results $(RESULTS)
 
 fig2:               ## Lillicrap 2016 Fig. 2 end to end: train all rules x seeds, collect, draw
 	fa-run experiment=lillicrap_fig2

@@ -156,8 +156,8 @@ def test_make_figures_runs_on_committed_results(tmp_path, repo):
     import shutil
 
     shutil.copytree(repo / "results", tmp_path / "results")
-    proc = subprocess.run([sys.executable, str(repo / "scripts" / "make_figures.py"), "--results",
-                           str(tmp_path / "results")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(["make", "-C", str(repo), "figures", f"RESULTS={tmp_path / 'results'}",
+                           f"PYTHON={sys.executable}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     card = (tmp_path / "results" / "SCORECARD.md").read_text()
     from fa_bench.scorecard import load_claims
