@@ -13,8 +13,11 @@ CURVE_RUN_COLUMNS = ["rule", "seed", "setting", "status", "commit"]
 
 def read_table(path: Path | str) -> pd.DataFrame:
     """Read a metrics/curves/runs CSV: layer names stay strings ('1' is not 1.0), '' stays ''."""
-    return pd.read_csv(path, dtype={"layer": str, "setting": str}, keep_default_na=False,
-                       na_values={"value": ["nan", "NaN"]})
+    table = pd.read_csv(path, dtype={"layer": str, "setting": str}, keep_default_na=False,
+                        na_values={"value": ["nan", "NaN", ""]})
+    if "value" in table:  # a column that held only text would otherwise stay text
+        table["value"] = pd.to_numeric(table["value"], errors="coerce")
+    return table
 
 
 def select(curves: pd.DataFrame, metric: str, **match) -> pd.DataFrame:
@@ -106,10 +109,10 @@ def collect(source: Path | str, dest: Path | str, experiment: str | None = None,
     runs, curves = load_runs(run_dirs)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    runs.drop(columns=["run_dir", "commit"], errors="ignore").to_csv(dest / "runs.csv", index=False)
+    runs.drop(columns=["run_dir", "commit"], errors="ignore").to_csv(dest / "runs.csv", index=False, na_rep="nan")
     if metrics and not curves.empty:
         curves = curves[curves["name"].isin(list(metrics))]
-    thin(curves, max_points).to_csv(dest / "curves.csv", index=False, float_format="%.7g")
+    thin(curves, max_points).to_csv(dest / "curves.csv", index=False, float_format="%.7g", na_rep="nan")
     meta = {
         "experiment": experiment or (runs["experiment"].dropna().unique().tolist() or [None])[0],
         "git_commits": sorted(runs["git_commit"].astype(str).unique().tolist()),

@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 def _check(kind: str, value, valid):
     if value not in valid:
-        raise ConfigError(f"unknown {kind} {value!r}; valid {kind}s: {', '.join(sorted(valid))}")
+        raise ConfigError(f"unknown {kind} {value!r}; valid choices: {', '.join(sorted(valid))}")
 
 
 def resolve_config(cfg: DictConfig) -> DictConfig:
@@ -52,6 +52,11 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
     _check("optimizer", cfg.optimizer.name, OPTIMIZERS)
     _check("device", cfg.device, ("auto", "cpu", "cuda", *[f"cuda:{i}" for i in range(8)]))
     _check_arguments(f"dataset {cfg.dataset.name!r}", DATASETS[cfg.dataset.name], _data_kwargs(cfg))
+    _check_arguments("trainer", TrainConfig, _kwargs(cfg.trainer, drop=()))
+    _check_arguments("metrics", lambda every, batch_size: None, _kwargs(cfg.metrics, drop=()))
+    _check_arguments(f"optimizer {cfg.optimizer.name!r}", OPTIMIZERS[cfg.optimizer.name], _kwargs(cfg.optimizer))
+    if not cfg.optimizer.get("lr", 0) > 0:
+        raise ConfigError(f"optimizer.lr must be > 0, got {cfg.optimizer.get('lr')!r}")
     try:
         get_rule(cfg.rule.name, **_rule_options(cfg))
         _train_config(cfg)
@@ -108,6 +113,13 @@ def build(cfg: DictConfig, device):
     """Data, converted model, loss and optimizer for a resolved config."""
     data = load_dataset(cfg.dataset.name, device=device, **_data_kwargs(cfg))
     model = build_model(cfg.model.name, seed=int(cfg.seed), **_kwargs(cfg.model)).to(device)
+    try:
+        with torch.no_grad():
+            model.eval()(data.x_train[:2])
+        model.train()
+    except RuntimeError as err:  # shapes that don't chain: the model does not fit the data set
+        raise ConfigError(f"model {cfg.model.name!r} does not take dataset {cfg.dataset.name!r} "
+                          f"inputs of shape {tuple(data.x_train.shape[1:])}: {err}") from err
     model = fa_bench.convert(model, cfg.rule.name, example_input=data.x_train[:2], **_rule_options(cfg))
     log.info("%s", model.fa_report)
     optimizer = build_optimizer(model, cfg.optimizer.name, **_kwargs(cfg.optimizer))

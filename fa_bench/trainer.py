@@ -138,9 +138,9 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
             writer.log(step, epoch, examples, "test", name, value)
         writer.flush()
 
-    def log_probe(xb, yb):
+    def log_probe(xb, yb, at_epoch):
         for name, layer, value in probe.measure(*(probe_batch or (xb, yb))):
-            writer.log(step, epoch, examples, "train", name, value, layer=layer)
+            writer.log(step, at_epoch, examples, "train", name, value, layer=layer)
 
     model.train()
     log_eval()
@@ -149,7 +149,7 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
         for idx in batches(n_train, cfg.batch_size, generator, data.x_train.device, cfg.shuffle):
             xb, yb = data.x_train[idx], data.y_train[idx]
             if probe is not None and step % cfg.metrics_every == 0:
-                log_probe(xb, yb)
+                log_probe(xb, yb, epoch)
             optimizer.zero_grad(set_to_none=True)
             per_example, out = rule.compute_gradients(model, xb, yb, loss_fn)
             optimizer.step()
@@ -164,6 +164,6 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
         epoch += 1
     bar.close()
     if probe is not None and status == "completed":
-        log_probe(xb, yb)  # the state training ended in, on the last batch (or the fixed probe batch)
+        log_probe(xb, yb, epoch - 1)  # the state training ended in, on the last batch (or the probe batch)
     writer.flush()
     return TrainResult(status, step, examples, epoch, time.perf_counter() - start, writer.final())

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from fa_bench.config import compose_config
 from fa_bench.records import git_info
@@ -32,7 +32,8 @@ def main(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--metric", default="test/nse", help="split/name of the metric to integrate")
     p.add_argument("--out", default=None)
-    p.add_argument("overrides", nargs="*", default=[], help="further config overrides for every run")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="further config overrides for every run")
     args = p.parse_args(argv)
     out = Path(args.out or f"results/{args.experiment}/lr_search.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +45,8 @@ def main(argv=None):
         cfg = compose_config(overrides)
         # per_rule is merged last by the runner, so the candidate goes there too
         candidate = OmegaConf.from_dotlist([f"optimizer.lr={lr}"] + ([extra] if extra else []))
-        cfg.per_rule[rule] = OmegaConf.merge(cfg.per_rule.get(rule, {}), candidate)
+        with open_dict(cfg):
+            cfg.per_rule[rule] = OmegaConf.merge(cfg.per_rule.get(rule) or {}, candidate)
         with tempfile.TemporaryDirectory() as tmp:
             summary = run(cfg, tmp)
             curve = pd.read_csv(Path(tmp) / "metrics.csv")

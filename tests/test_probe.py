@@ -46,7 +46,7 @@ def test_sign_concordant_feedback_is_measured_against_the_current_weights(rule):
             assert by_metric(rows, "weight_angle")[name] == pytest.approx(by_hand, abs=1e-3)
 
 
-def test_bp_deltas_are_exact_and_fa_with_own_weights_is_zero_angle():
+def test_bp_measured_against_itself_is_exact():
     model, x, t = trained("bp")
     rows = AlignmentProbe(model, ce).measure(x, t)
     assert all(v == pytest.approx(0.0, abs=1e-4) for v in by_metric(rows, "delta_angle").values())
@@ -69,6 +69,19 @@ def test_fa_probe_matches_a_hand_computation():
     assert by_metric(rows, "delta_angle")["0"] == pytest.approx(expected, abs=1e-3)
     assert by_metric(rows, "norm_ratio")["0"] == pytest.approx((d_bp.norm() / d_fa.norm()).item(), rel=1e-5)
     assert by_metric(rows, "delta_angle")["2"] == pytest.approx(0.0, abs=1e-4)  # the output layer's δ is e
+    # the update the rule reports for W0 (δ_FA xᵀ) against the true gradient (δ_BP xᵀ)
+    g_fa, g_bp = (d_fa.t() @ x).flatten(), (d_bp.t() @ x).flatten()
+    by_hand = torch.rad2deg(torch.arccos(F.cosine_similarity(g_fa, g_bp, dim=0).clamp(-1, 1))).item()
+    assert by_metric(rows, "update_angle")["0"] == pytest.approx(by_hand, abs=1e-3)
+    # weight-feedback comparisons for the output layer, whose B has W's shape
+    W, B = out.weight.detach(), out.feedback_weight
+    cos = F.cosine_similarity(W.flatten(), B.flatten(), dim=0).clamp(-1, 1)
+    assert by_metric(rows, "weight_angle")["2"] == pytest.approx(torch.rad2deg(torch.arccos(cos)).item(), abs=1e-3)
+    assert by_metric(rows, "rel_error")["2"] == pytest.approx(((W - B).norm() / W.norm()).item(), rel=1e-6)
+    assert by_metric(rows, "sign_congruence")["2"] == pytest.approx((W.sign() == B.sign()).double().mean().item())
+    # neuron_angle: hidden unit j's outgoing weights W[:, j] against its feedback B[:, j], averaged
+    per_unit = torch.rad2deg(torch.arccos(F.cosine_similarity(W, B, dim=0).clamp(-1, 1)))
+    assert by_metric(rows, "neuron_angle")["2"] == pytest.approx(per_unit.mean().item(), abs=1e-3)
 
 
 def test_dfa_logs_no_weight_comparisons_even_when_shapes_coincide():
@@ -105,3 +118,19 @@ def test_brsf_trajectory_does_not_depend_on_the_evaluation_cadence(tmp_path):
                       tmp_path / f"{every}_{eval_bs}")
         finals.append(summary["final"]["test/loss"])
     assert finals[0] == finals[1] == finals[2]
+
+
+def test_probe_leaves_buffers_and_masks_as_it_found_them():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 4))
+    model = fa_bench.convert(net, "bp")
+    x, t = torch.randn(16, 6), torch.randint(0, 4, (16,))
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    rows = AlignmentProbe(model, ce).measure(x, t)
+    assert torch.equal(torch.get_rng_state(), rng)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, stats[k]), k
+    # both passes saw the same dropout masks and batch statistics: bp against exact bp is exact
+    assert all(v == pytest.approx(0.0, abs=1e-3) for v in by_metric(rows, "delta_angle").values())
+    assert all(v == pytest.approx(0.0, abs=1e-3) for v in by_metric(rows, "update_angle").values())

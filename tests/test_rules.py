@@ -342,6 +342,12 @@ def test_dfa_feedback_matches_padded_conv_inputs(kind):
     model = convnet(PADDING_CASES[kind])
     x, t = class_batch(CONV_INPUT[0], CONV_INPUT[1:], 5)
     dfa = converted(model, "dfa", example_input=x)
+    second = layer_dict(dfa)["2"]  # its input is the first conv's tanh output, padded before the rule
+    h = torch.tanh(model[0](x))
+    pad = second._reversed_padding_repeated_twice
+    mode = "constant" if second.padding_mode == "zeros" else second.padding_mode
+    padded = F.pad(h, pad, mode=mode) if second._explicit_padding() else h
+    assert second.feedback_weight.shape == (5, padded[0].numel())
     grads = step_grads(dfa, x, t, ce)
     assert all(torch.isfinite(g).all() for n, g in grads.items() if g is not None)
     assert grads["0.weight"].abs().sum() > 0
@@ -362,6 +368,7 @@ def test_autocast_bf16_backward_runs_in_low_precision_and_returns_param_dtypes()
             continue
         assert p.grad.dtype == p.dtype, name
         assert cosine(p.grad, q.grad) > 0.99, name  # bf16 arithmetic, same direction
+        assert not torch.equal(p.grad, q.grad), name  # ... and it really ran in bf16
 
 
 def test_convert_leaves_model_state_untouched():

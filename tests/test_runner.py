@@ -204,3 +204,24 @@ def test_git_info_ignores_results_but_not_code(tmp_path):
     (tmp_path / "code.py").write_text("a = 2\n")
     info = git_info(tmp_path)
     assert info["git_dirty"] is True and len(info["git_commit"]) == 40
+
+
+def test_collect_survives_nan_values_and_diverged_runs(tmp_path):
+    # a diverged run logs NaN; a zero-initialised layer gives a NaN weight angle: both must round-trip
+    from fa_bench.collect import collect, read_table
+    from fa_bench.figures import make_figure
+    from fa_bench.scorecard import write_scorecard
+    from fa_bench.tables import write_summary_table
+
+    base = ["experiment=lillicrap_fig2", "hydra.mode=RUN", "dataset.n_train=64", "trainer.eval_every=8",
+            "metrics.every=4", "trainer.progress=false"]
+    run(compose_config(base + ["rule=fa", "model.init=zero"]), tmp_path / "sweep" / "fa")
+    run(compose_config(base + ["rule=bp", "per_rule.bp.optimizer.lr=1000"]), tmp_path / "sweep" / "bp")
+    meta = collect(tmp_path / "sweep", tmp_path / "results" / "lillicrap_fig2", metrics=["nse", "weight_angle"])
+    assert meta["status_counts"] == {"completed": 1, "diverged": 1}
+    curves = read_table(tmp_path / "results" / "lillicrap_fig2" / "curves.csv")
+    assert curves["value"].dtype.kind == "f" and curves["value"].isna().any()
+    assert make_figure("lillicrap_fig2", tmp_path / "results")
+    table = write_summary_table(tmp_path / "results" / "lillicrap_fig2").read_text()
+    assert "| bp | 0 | 1 | 0 |" in table and "| fa | 1 | 0 | 0 |" in table
+    assert "| fig2_fa_converges |" in write_scorecard(tmp_path / "results").read_text()
