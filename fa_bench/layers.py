@@ -90,9 +90,6 @@ class FeedbackLayer(nn.Module):
 
 
 class FeedbackLinear(FeedbackLayer, nn.Linear):
-    def padded_input_shape(self, shape):
-        return tuple(shape)
-
     def affine(self, x, weight, bias):
         return F.linear(x, weight, bias)
 

@@ -14,7 +14,6 @@ class MetricsWriter:
     """Appends rows to metrics.csv; flushes at every ``flush()`` so a killed run keeps what it logged."""
 
     def __init__(self, path: Path | str | None):
-        self.rows_written = 0
         self._file = None
         if path is not None:
             self._file = open(path, "w", newline="")
@@ -27,7 +26,6 @@ class MetricsWriter:
         self.last[(split, name, layer)] = value
         if self._file is not None:
             self._csv.writerow([step, epoch, examples, split, name, layer, repr(value)])
-        self.rows_written += 1
 
     def flush(self):
         if self._file is not None:

@@ -26,10 +26,6 @@ class DataBundle:
     task: str  # "classification" or "regression"
     n_outputs: int
 
-    @property
-    def input_shape(self):
-        return tuple(self.x_train.shape[1:])
-
     def to(self, device):
         for f in ("x_train", "y_train", "x_test", "y_test"):
             setattr(self, f, getattr(self, f).to(device))

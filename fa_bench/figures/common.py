@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from fa_bench.collect import budget_text
@@ -35,9 +34,3 @@ def mean_band(ax, df: pd.DataFrame, x="examples", y="value", by="seed", band="sd
 def provenance(folder: Path) -> str:
     return budget_text(json.loads((Path(folder) / "meta.json").read_text()))
 
-
-def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    if window <= 1:
-        return values
-    kernel = np.ones(window) / window
-    return np.convolve(values, kernel, mode="same")
