@@ -77,6 +77,11 @@ def convert(model: nn.Module, rule: str | Rule = "fa", *, example_input: torch.T
     names = [n for n, m in model.named_modules() if _convertible(m)]
     if not names:
         raise ValueError(f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer to convert")
+    if not rule_obj.uses_backward:  # checked before anything is swapped: a refusal leaves the model as it was
+        stray = [n for n, _ in model.named_parameters() if (n.rsplit(".", 1)[0] if "." in n else "") not in names]
+        if stray:
+            raise ValueError(f"rule {rule_obj.name!r} trains only converted layers, but the model has "
+                             f"other parameters: {stray}")
     shapes = None
     if rule_obj.needs_input_shapes and example_input is not None:
         shapes = _input_shapes(model, example_input, names)
@@ -90,12 +95,6 @@ def convert(model: nn.Module, rule: str | Rule = "fa", *, example_input: torch.T
             # leaves (activations, pooling, norms) and containers with weights of their own
             # (e.g. MultiheadAttention's in_proj) train by plain autograd
             report.left_on_backprop[name] = type(module).__name__
-    if not rule_obj.uses_backward:
-        stray = [n for n, _ in model.named_parameters()
-                 if (n.rsplit(".", 1)[0] if "." in n else "") not in report.converted]
-        if stray:
-            raise ValueError(f"rule {rule_obj.name!r} trains only converted layers, but the model has "
-                             f"other parameters: {stray}")
     rule_obj.attach(layers, shapes)
     model.fa_report = report
     return model
