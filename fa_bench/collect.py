@@ -9,6 +9,9 @@ import yaml
 
 # identify each curve row's run; the rest of the run's record (budget, device, ...) is in runs.csv
 CURVE_RUN_COLUMNS = ["rule", "seed", "setting", "status", "commit"]
+# further per-run tables some runs write (the spiking network's raster and PSP traces): concatenated
+# over runs into results/<experiment>/<name>, each row tagged with its run's rule and seed
+EXTRA_TABLES = ("traces.csv",)
 
 
 def read_table(path: Path | str) -> pd.DataFrame:
@@ -113,6 +116,15 @@ def collect(source: Path | str, dest: Path | str, experiment: str | None = None,
     if metrics and not curves.empty:
         curves = curves[curves["name"].isin(list(metrics))]
     thin(curves, max_points).to_csv(dest / "curves.csv", index=False, float_format="%.7g", na_rep="nan")
+    for name in EXTRA_TABLES:
+        parts = []
+        for run_dir, (_, row) in zip(run_dirs, runs.iterrows()):
+            if (run_dir / name).is_file():
+                part = pd.read_csv(run_dir / name)
+                part["rule"], part["seed"] = row["rule"], row["seed"]
+                parts.append(part)
+        if parts:
+            pd.concat(parts, ignore_index=True).to_csv(dest / name, index=False, float_format="%.7g")
     meta = {
         "experiment": experiment or (runs["experiment"].dropna().unique().tolist() or [None])[0],
         "git_commits": sorted(runs["git_commit"].astype(str).unique().tolist()),

@@ -18,6 +18,7 @@ from torch import nn
 
 from fa_bench import metrics as M
 from fa_bench.convert import converted_layers
+from fa_bench.seeding import generator as seeded_generator
 from fa_bench.seeding import global_rng_state
 
 
@@ -46,13 +47,17 @@ def preserved_state(model: nn.Module):
 class AlignmentProbe:
     """Computes the layer metrics of one converted model; keeps the state that ``sign_flips`` needs."""
 
-    def __init__(self, model: nn.Module, loss_fn):
+    def __init__(self, model: nn.Module, loss_fn, neuron_sample: int = 0, seed: int = 0):
         self.model = model
         self.loss_fn = loss_fn
         self.layers = converted_layers(model)
         self.rule = self.layers[0][1].rule
         self.init_sign = {n: torch.sign(l.weight.detach()).clone() for n, l in self.layers}
         self.flipped = {n: torch.zeros_like(l.weight, dtype=torch.bool) for n, l in self.layers}
+        # a fixed random sample of hidden units per layer whose own neuron_angle is logged (Lillicrap Fig. 5a)
+        g = seeded_generator(seed, "neuron_sample")
+        self.units = {n: torch.randperm(l.weight.shape[1], generator=g)[:neuron_sample].sort().values.tolist()
+                      for n, l in self.layers}
 
     def _signals(self, x, target, exact: bool):
         """Teaching signal at each layer's output, and each layer's weight gradient, for one pass."""
@@ -87,7 +92,9 @@ class AlignmentProbe:
                          ("sign_congruence", name, M.sign_congruence(W, B)),
                          ("rel_error", name, M.rel_error(W, B))]
                 if i > 0:  # the first converted layer (module order) usually reads data, not hidden units
-                    rows.append(("neuron_angle", name, float(M.neuron_angles(W, B).nanmean())))
+                    angles = M.neuron_angles(W, B)
+                    rows.append(("neuron_angle", name, float(angles.nanmean())))
+                    rows += [("neuron_angle", f"{name}:{j}", float(angles[j])) for j in self.units[name]]
         if not rule.uses_backward:
             return rows
         with preserved_state(self.model) as restore:

@@ -18,7 +18,8 @@ from fa_bench.optim import OPTIMIZERS, build_optimizer
 from fa_bench.records import MetricsWriter, git_info, write_summary
 from fa_bench.rules import RULES, get_rule
 from fa_bench.seeding import derive_seed, generator
-from fa_bench.trainer import TrainConfig, train
+from fa_bench.sparsity import sparsify
+from fa_bench.trainer import PhaseSchedule, TrainConfig, train
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,11 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
     _check("device", cfg.device, ("auto", "cpu", "cuda", *[f"cuda:{i}" for i in range(8)]))
     _check_arguments(f"dataset {cfg.dataset.name!r}", DATASETS[cfg.dataset.name], _data_kwargs(cfg))
     _check_arguments("trainer", TrainConfig, _kwargs(cfg.trainer, drop=()))
-    _check_arguments("metrics", lambda every, batch_size: None, _kwargs(cfg.metrics, drop=()))
+    _check_arguments("metrics", lambda every, batch_size, neuron_sample: None, _kwargs(cfg.metrics, drop=()))
     _check_arguments(f"optimizer {cfg.optimizer.name!r}", OPTIMIZERS[cfg.optimizer.name], _kwargs(cfg.optimizer))
+    sparsity = cfg.get("sparsity") or 0.0
+    if not (isinstance(sparsity, (int, float)) and 0.0 <= sparsity < 1.0):
+        raise ConfigError(f"sparsity is the fraction of W and B removed, in [0, 1); got {sparsity!r}")
     if not cfg.optimizer.get("lr", 0) > 0:
         raise ConfigError(f"optimizer.lr must be > 0, got {cfg.optimizer.get('lr')!r}")
     try:
@@ -88,7 +92,8 @@ def _data_kwargs(cfg):
 
 def _train_config(cfg) -> TrainConfig:
     return TrainConfig(**_kwargs(cfg.trainer, drop=()), metrics_every=cfg.metrics.every,
-                       metrics_batch_size=cfg.metrics.batch_size)
+                       metrics_batch_size=cfg.metrics.batch_size,
+                       metrics_neuron_sample=cfg.metrics.get("neuron_sample", 0))
 
 
 def _check_arguments(kind: str, fn, kwargs: dict):
@@ -121,6 +126,11 @@ def build(cfg: DictConfig, device):
         raise ConfigError(f"model {cfg.model.name!r} does not take dataset {cfg.dataset.name!r} "
                           f"inputs of shape {tuple(data.x_train.shape[1:])}: {err}") from err
     model = fa_bench.convert(model, cfg.rule.name, example_input=data.x_train[:2], **_rule_options(cfg))
+    sparsify(model, float(cfg.get("sparsity") or 0.0), generator(int(cfg.seed), "sparsity"))
+    try:
+        PhaseSchedule(model, cfg.trainer.get("phases"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     log.info("%s", model.fa_report)
     optimizer = build_optimizer(model, cfg.optimizer.name, **_kwargs(cfg.optimizer))
     return data, model, get_loss(cfg.loss), optimizer

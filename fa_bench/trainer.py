@@ -13,6 +13,7 @@ from fa_bench.data import DataBundle, batches
 from fa_bench.probe import AlignmentProbe
 from fa_bench.records import MetricsWriter
 from fa_bench.seeding import generator as seeded_generator
+from fa_bench.sparsity import masked_layers, reapply
 
 
 @dataclass
@@ -25,8 +26,13 @@ class TrainConfig:
     eval_batch_size: int = 10000
     metrics_every: int = 100  # steps between alignment probes; 0 turns the probe off
     metrics_batch_size: int | None = None  # None: probe the current training batch
+    metrics_neuron_sample: int = 0  # hidden units per layer whose own neuron_angle is logged too
     divergence_loss: float = 1e6  # a train-window loss above this (or non-finite) ends the run as diverged
     progress: bool = True
+    # [{steps: N, freeze: [layer, ...]}, ...]: consecutive phases, each holding the listed converted
+    # layers (module names, or indices in module order: 0 the first, -1 the output layer) fixed;
+    # after the last phase nothing is frozen (Lillicrap Fig. 5c)
+    phases: list | None = None
 
     def __post_init__(self):
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every,
@@ -38,6 +44,14 @@ class TrainConfig:
         bad = {k: v for k, v in positive.items() if not (isinstance(v, int) and v >= 1)}
         if bad:
             raise ValueError(f"trainer settings must be integers >= 1: {bad}")
+        for i, phase in enumerate(self.phases or []):
+            if not (isinstance(phase, dict) and set(phase) <= {"steps", "freeze"}
+                    and isinstance(phase.get("steps"), int) and phase["steps"] >= 1
+                    and isinstance(phase.get("freeze", []), (list, tuple))):
+                raise ValueError(f"trainer.phases[{i}] must be {{steps: int >= 1, freeze: [layer, ...]}}, "
+                                 f"got {phase!r}")
+        if not (isinstance(self.metrics_neuron_sample, int) and self.metrics_neuron_sample >= 0):
+            raise ValueError(f"metrics.neuron_sample must be an integer >= 0, got {self.metrics_neuron_sample!r}")
         if not (isinstance(self.metrics_every, int) and self.metrics_every >= 0):
             raise ValueError("metrics.every must be an integer >= 0 (0 turns the probe off), "
                              f"got {self.metrics_every!r}")
@@ -51,6 +65,44 @@ class TrainResult:
     epochs_run: int
     wall_time: float
     final: dict = field(default_factory=dict)
+
+
+class PhaseSchedule:
+    """Which parameters each training phase holds fixed. Built before training, so a layer that does
+    not exist fails the run before its first step, naming the converted layers."""
+
+    def __init__(self, model, phases):
+        from fa_bench.convert import converted_layers
+
+        layers = converted_layers(model)
+        names = [n for n, _ in layers]
+        self.ends, self.frozen = [], []
+        end = 0
+        for phase in phases or []:
+            params = []
+            for ref in phase.get("freeze", []):
+                if isinstance(ref, int) and -len(layers) <= ref < len(layers):
+                    layer = layers[ref][1]
+                elif str(ref) in names:
+                    layer = layers[names.index(str(ref))][1]
+                else:
+                    raise ValueError(f"trainer.phases: no converted layer {ref!r}; converted layers: "
+                                     f"{names} (or their indices 0..{len(names) - 1}, -1 the last)")
+                params += list(layer.parameters())
+            end += phase["steps"]
+            self.ends.append(end)
+            self.frozen.append(params)
+
+    def phase(self, step: int) -> int:
+        """Index of the phase that ``step`` (0-based) belongs to; len(phases) once they are over."""
+        for i, end in enumerate(self.ends):
+            if step < end:
+                return i
+        return len(self.ends)
+
+    def frozen_at(self, step: int) -> list:
+        i = self.phase(step)
+        return self.frozen[i] if i < len(self.frozen) else []
 
 
 @torch.no_grad()
@@ -107,6 +159,7 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
 
     Logs, every ``eval_every`` steps, the train-window loss (and nse or error) and the test metrics;
     every ``metrics_every`` steps, the alignment probe's layer metrics on the batch about to be used.
+    Layers made sparse (fa_bench.sparsity) get their removed weights put back to zero after every step.
     """
     start = time.perf_counter()
     n_train = data.x_train.shape[0]
@@ -114,7 +167,9 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    probe = AlignmentProbe(model, loss_fn) if cfg.metrics_every else None
+    schedule = PhaseSchedule(model, cfg.phases)
+    masked = masked_layers(model)
+    probe = AlignmentProbe(model, loss_fn, cfg.metrics_neuron_sample, seed) if cfg.metrics_every else None
     probe_batch = None
     if probe is not None and cfg.metrics_batch_size:
         idx = torch.randperm(n_train, generator=seeded_generator(seed, "probe"))[:cfg.metrics_batch_size]
@@ -136,6 +191,8 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
         for name, value in evaluate(model, data.x_test, data.y_test, loss_fn, data.task,
                                     cfg.eval_batch_size).items():
             writer.log(step, epoch, examples, "test", name, value)
+        if cfg.phases:
+            writer.log(step, epoch, examples, "train", "phase", schedule.phase(max(step - 1, 0)))
         writer.flush()
 
     def log_probe(xb, yb, at_epoch):
@@ -152,7 +209,11 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
                 log_probe(xb, yb, epoch)
             optimizer.zero_grad(set_to_none=True)
             per_example, out = rule.compute_gradients(model, xb, yb, loss_fn)
+            for p in schedule.frozen_at(step):
+                p.grad = None  # optimizers skip parameters without a gradient (decay and momentum too)
             optimizer.step()
+            if masked:
+                reapply(masked)
             window.add(per_example, out, yb)
             step += 1
             examples += yb.shape[0]
