@@ -19,6 +19,7 @@ from fa_bench.records import MetricsWriter, git_info, write_summary
 from fa_bench.rules import RULES, get_rule
 from fa_bench.seeding import derive_seed, generator
 from fa_bench.sparsity import sparsify
+from fa_bench.spiking import train_spiking
 from fa_bench.trainer import PhaseSchedule, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
     scale, noise) while a sweep varies ``rule``: {rule_name: {any config subtree to merge}}.
     """
     cfg = cfg.copy()
+    _check("engine", cfg.get("engine", "autograd"), ENGINES)
     _check("rule", cfg.rule.name, RULES)
     overrides = (cfg.get("per_rule") or {}).get(cfg.rule.name)
     if overrides is not None:
@@ -61,6 +63,11 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"sparsity is the fraction of W and B removed, in [0, 1); got {sparsity!r}")
     if not cfg.optimizer.get("lr", 0) > 0:
         raise ConfigError(f"optimizer.lr must be > 0, got {cfg.optimizer.get('lr')!r}")
+    if cfg.get("engine") == "spiking":
+        if cfg.rule.name != "fa":
+            raise ConfigError(f"engine=spiking learns by feedback alignment only (rule=fa), got rule={cfg.rule.name}")
+        _check_arguments("spiking", train_spiking, _spiking_kwargs(cfg))
+        return cfg
     try:
         get_rule(cfg.rule.name, **_rule_options(cfg))
         _train_config(cfg)
@@ -88,6 +95,10 @@ def _data_kwargs(cfg):
     kwargs = _kwargs(cfg.dataset, drop=("name", "loss"))
     kwargs.setdefault("root", cfg.data.root)
     return kwargs
+
+
+def _spiking_kwargs(cfg) -> dict:
+    return _kwargs(cfg.get("spiking") or {}, drop=())
 
 
 def _train_config(cfg) -> TrainConfig:
@@ -136,6 +147,25 @@ def build(cfg: DictConfig, device):
     return data, model, get_loss(cfg.loss), optimizer
 
 
+def _train_autograd(cfg, device, writer, out_dir):
+    data, model, loss_fn, optimizer = build(cfg, device)
+    order = generator(int(cfg.seed), "order")
+    torch.manual_seed(derive_seed(int(cfg.seed), "global"))  # dropout and anything else on the global stream
+    return train(model, fa_bench.rule_of(model), data, loss_fn, optimizer, _train_config(cfg), writer, order,
+                 desc=f"{cfg.rule.name} seed {cfg.seed}", seed=int(cfg.seed))
+
+
+def _train_spiking(cfg, device, writer, out_dir):
+    data = load_dataset(cfg.dataset.name, device=device, **_data_kwargs(cfg))
+    return train_spiking(data, writer, seed=int(cfg.seed), device=device, progress=bool(cfg.trainer.progress),
+                         trace_path=None if out_dir is None else out_dir / "traces.csv", **_spiking_kwargs(cfg))
+
+
+# how a run trains: any model under a rule through autograd, or Lillicrap's spiking network (Fig. 4),
+# whose forward and feedback dynamics run together and learn without a backward pass
+ENGINES = {"autograd": _train_autograd, "spiking": _train_spiking}
+
+
 def run(cfg: DictConfig, out_dir: Path | str | None) -> dict:
     """Run one config; write metrics.csv, summary.json and the resolved config into ``out_dir``."""
     cfg = resolve_config(cfg)
@@ -151,18 +181,17 @@ def run(cfg: DictConfig, out_dir: Path | str | None) -> dict:
         "budget": {"epochs": cfg.trainer.epochs, "max_steps": cfg.trainer.max_steps,
                    "batch_size": cfg.trainer.batch_size},
     }
+    if cfg.get("engine") == "spiking":  # image streams run side by side play the part of the batch
+        spiking = _spiking_kwargs(cfg)
+        summary["budget"] = {"epochs": spiking.get("epochs", 1), "max_steps": None,
+                             "batch_size": spiking.get("streams", 16)}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     writer = MetricsWriter(out_dir / "metrics.csv" if out_dir is not None else None)
     start = time.perf_counter()
     try:
-        data, model, loss_fn, optimizer = build(cfg, device)
-        tcfg = _train_config(cfg)
-        order = generator(int(cfg.seed), "order")
-        torch.manual_seed(derive_seed(int(cfg.seed), "global"))  # dropout and anything else on the global stream
-        result = train(model, fa_bench.rule_of(model), data, loss_fn, optimizer, tcfg, writer, order,
-                       desc=f"{cfg.rule.name} seed {cfg.seed}", seed=int(cfg.seed))
+        result = ENGINES[cfg.get("engine", "autograd")](cfg, device, writer, out_dir)
         summary.update(status=result.status, final=result.final, steps=result.steps,
                        examples=result.examples, epochs_run=result.epochs_run)
         if result.status == "diverged":

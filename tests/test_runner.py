@@ -225,3 +225,28 @@ def test_collect_survives_nan_values_and_diverged_runs(tmp_path):
     table = write_summary_table(tmp_path / "results" / "lillicrap_fig2").read_text()
     assert "| bp | 0 | 1 | 0 |" in table and "| fa | 1 | 0 | 0 |" in table
     assert "| fig2_fa_converges |" in write_scorecard(tmp_path / "results").read_text()
+
+
+def test_cli_spiking_engine_sweeps_collects_traces_and_draws(tmp_path):
+    proc = _fa_run(["experiment=lillicrap_fig4", "spiking.sizes=[784,30,20]", "spiking.streams=4",
+                    "spiking.eval_every=32", "spiking.trace_steps=10", "dataset.n_train=64",
+                    "dataset.n_test=40", "seed=range(2)", f"results_dir={tmp_path}/results",
+                    f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "results" / "lillicrap_fig4"
+    runs = pd.read_csv(folder / "runs.csv")
+    assert len(runs) == 2 and (runs["status"] == "completed").all() and (runs["examples"] == 64).all()
+    assert (runs["budget_batch_size"] == 4).all()  # the streams are the budget's batch
+    traces = pd.read_csv(folder / "traces.csv")
+    assert set(traces["seed"]) == {0, 1} and set(traces["rule"]) == {"fa"}
+    assert {"spike", "psp", "modulator"} <= set(traces["kind"])
+    assert (folder / "fig4.png").stat().st_size > 10_000
+
+
+def test_spiking_engine_rejects_other_rules_and_unknown_settings():
+    with pytest.raises(ConfigError, match="rule=fa"):
+        resolve_config(compose_config(["experiment=lillicrap_fig4", "hydra.mode=RUN", "rule=bp"]))
+    with pytest.raises(ConfigError, match="unknown setting"):
+        resolve_config(compose_config(["experiment=lillicrap_fig4", "hydra.mode=RUN", "+spiking.nope=1"]))
+    with pytest.raises(ConfigError, match="valid choices: autograd, spiking"):
+        resolve_config(compose_config(["engine=nope"]))

@@ -150,15 +150,16 @@ def fig5(folder: Path) -> list[Path]:
     if not df.empty:
         mean_band(ax_c, df, color="tab:green", label="test NSE")
         phase = select(phased, "train/phase").groupby("examples")["value"].first().sort_index()
-        edges = phase[phase.diff().fillna(0) != 0].index.tolist()
+        # a phase ends at the last evaluation that still belongs to it
+        edges = [phase.index[i - 1] for i in range(1, len(phase)) if phase.iloc[i] != phase.iloc[i - 1]]
         for x in edges:
             ax_c.axvline(x, color="0.5", ls="--", lw=1)
-        names = ["W frozen, W0 learns", "W0 frozen, W learns", "W frozen, W0 learns"]
+        names = ["W frozen,\nW0 learns", "W0 frozen,\nW learns", "W frozen,\nW0 learns"]
         bounds = [phase.index.min(), *edges, phase.index.max()]
         for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
             if i < len(names):
-                ax_c.text((lo + hi) / 2, 1.02, names[i], ha="center", va="bottom", fontsize=7,
+                ax_c.text((lo + hi) / 2, 0.97, names[i], ha="center", va="top", fontsize=7,
                           transform=ax_c.get_xaxis_transform())
-    ax_c.set(xlabel="examples", ylabel="NSE (test)", title="c  three phases", ylim=(0, None))
+    ax_c.set(xlabel="examples", ylabel="NSE (test)", title="c  three phases (FA)", ylim=(0, None))
     ax_c.legend(frameon=False, fontsize=7, loc="lower left")
     return _save(fig, folder, "fig5.png")
