@@ -193,7 +193,8 @@ def run(cfg: DictConfig, out_dir: Path | str | None) -> dict:
     try:
         result = ENGINES[cfg.get("engine", "autograd")](cfg, device, writer, out_dir)
         summary.update(status=result.status, final=result.final, steps=result.steps,
-                       examples=result.examples, epochs_run=result.epochs_run)
+                       examples=result.examples, epochs_run=result.epochs_run,
+                       stop_reason=getattr(result, "stop_reason", None))
         if result.status == "diverged":
             log.warning("run diverged at step %d; marked 'diverged' in summary.json", result.steps)
     except KeyboardInterrupt:

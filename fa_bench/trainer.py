@@ -1,6 +1,7 @@
 """One tight training loop for every rule, model and data set (data on the device, no DataLoader)."""
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -9,11 +10,14 @@ import torch
 from tqdm.auto import tqdm
 
 from fa_bench import metrics as M
+from fa_bench.adversarial import FGSM
 from fa_bench.data import DataBundle, batches
 from fa_bench.probe import AlignmentProbe
 from fa_bench.records import MetricsWriter
 from fa_bench.seeding import generator as seeded_generator
 from fa_bench.sparsity import masked_layers, reapply
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +37,10 @@ class TrainConfig:
     # layers (module names, or indices in module order: 0 the first, -1 the output layer) fixed;
     # after the last phase nothing is frozen (Lillicrap Fig. 5c)
     phases: list | None = None
+    # stop once a train window's classification error (%) is at or below this (Nøkland: 0.01); None: never
+    stop_train_error: float | None = None
+    # FGSM adversarial training, {epsilon, alpha, input_grad} (fa_bench.adversarial.FGSM); None: off
+    adversarial: dict | None = None
 
     def __post_init__(self):
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every,
@@ -55,6 +63,10 @@ class TrainConfig:
         if not (isinstance(self.metrics_every, int) and self.metrics_every >= 0):
             raise ValueError("metrics.every must be an integer >= 0 (0 turns the probe off), "
                              f"got {self.metrics_every!r}")
+        stop = self.stop_train_error
+        if stop is not None and not (isinstance(stop, (int, float)) and not isinstance(stop, bool) and stop >= 0):
+            raise ValueError(f"trainer.stop_train_error is a training error in % (>= 0) or null, got {stop!r}")
+        FGSM.from_config(self.adversarial)  # a bad setting fails here, before any training
 
 
 @dataclass
@@ -65,6 +77,7 @@ class TrainResult:
     epochs_run: int
     wall_time: float
     final: dict = field(default_factory=dict)
+    stop_reason: str = ""  # why training ended: the budget, divergence, or trainer.stop_train_error
 
 
 class PhaseSchedule:
@@ -160,8 +173,18 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
     Logs, every ``eval_every`` steps, the train-window loss (and nse or error) and the test metrics;
     every ``metrics_every`` steps, the alignment probe's layer metrics on the batch about to be used.
     Layers made sparse (fa_bench.sparsity) get their removed weights put back to zero after every step.
+    With ``adversarial`` each step trains on the batch and its FGSM perturbation (fa_bench.adversarial);
+    the train window then reports the clean examples. Training ends at the budget (epochs, max_steps),
+    on divergence, or once a train window's error is at most ``stop_train_error`` %; the reason is
+    logged and returned as ``TrainResult.stop_reason``.
     """
     start = time.perf_counter()
+    attack = FGSM.from_config(cfg.adversarial)
+    if attack is not None:
+        attack.check_rule(rule)
+    if cfg.stop_train_error is not None and data.task != "classification":
+        raise ValueError("trainer.stop_train_error reads the training classification error, but this data set "
+                         f"is a {data.task} task")
     n_train = data.x_train.shape[0]
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -178,15 +201,21 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
     window = _Window(data.task)
     step = examples = epoch = 0
     status = "completed"
+    stop_reason = ""
 
     def log_eval():
-        nonlocal status
+        nonlocal status, stop_reason
         if window.n:
             summary = window.summary()
             for name, value in summary.items():
                 writer.log(step, epoch, examples, "train", name, value)
             if not (math.isfinite(summary["loss"]) and summary["loss"] < cfg.divergence_loss):
                 status = "diverged"
+                stop_reason = (f"diverged: train-window loss {summary['loss']:.4g} is not finite or exceeds "
+                               f"trainer.divergence_loss {cfg.divergence_loss:g}")
+            elif cfg.stop_train_error is not None and summary["error"] <= cfg.stop_train_error:
+                stop_reason = (f"training error {summary['error']:.4g} % over the last {window.n} examples is at "
+                               f"or below trainer.stop_train_error {cfg.stop_train_error:g} %")
             window.reset()
         for name, value in evaluate(model, data.x_test, data.y_test, loss_fn, data.task,
                                     cfg.eval_batch_size).items():
@@ -202,13 +231,16 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
     model.train()
     log_eval()
     bar = tqdm(total=total, desc=desc, disable=not cfg.progress, mininterval=1.0, leave=False)
-    while step < total and status == "completed":
+    while step < total and not stop_reason:
         for idx in batches(n_train, cfg.batch_size, generator, data.x_train.device, cfg.shuffle):
             xb, yb = data.x_train[idx], data.y_train[idx]
             if probe is not None and step % cfg.metrics_every == 0:
                 log_probe(xb, yb, epoch)
             optimizer.zero_grad(set_to_none=True)
-            per_example, out = rule.compute_gradients(model, xb, yb, loss_fn)
+            if attack is None:
+                per_example, out = rule.compute_gradients(model, xb, yb, loss_fn)
+            else:
+                per_example, out = attack.step(rule, model, xb, yb, loss_fn)
             for p in schedule.frozen_at(step):
                 p.grad = None  # optimizers skip parameters without a gradient (decay and momentum too)
             optimizer.step()
@@ -220,11 +252,15 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
             if step % cfg.eval_every == 0 or step == total:
                 bar.update(step - bar.n)
                 log_eval()
-                if status != "completed" or step == total:
+                if stop_reason or step == total:
                     break
         epoch += 1
     bar.close()
+    if not stop_reason:
+        stop_reason = f"budget: {step} steps ({cfg.epochs} epochs" + (
+            f", max_steps {cfg.max_steps})" if cfg.max_steps is not None else ")")
+    log.info("training stopped at step %d (epoch %d): %s", step, epoch, stop_reason)
     if probe is not None and status == "completed":
         log_probe(xb, yb, epoch - 1)  # the state training ended in, on the last batch (or the probe batch)
     writer.flush()
-    return TrainResult(status, step, examples, epoch, time.perf_counter() - start, writer.final())
+    return TrainResult(status, step, examples, epoch, time.perf_counter() - start, writer.final(), stop_reason)

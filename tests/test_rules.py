@@ -711,6 +711,10 @@ def registry_net(kind):
 @pytest.mark.parametrize("rule", ALL_RULES)
 def test_every_rule_converts_and_learns(rule, kind):
     plain, x, t = registry_net(kind)
+    if kind == "convnet" and not RULES[rule].supports_conv:  # refused before anything is swapped
+        with pytest.raises(ValueError, match="fully connected"):
+            converted(plain, rule, example_input=x)
+        return
     model = converted(plain, rule, example_input=x)
     with torch.no_grad():  # the forward pass is the unconverted model's, to the bit
         assert torch.equal(model(x), plain(x))

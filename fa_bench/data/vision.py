@@ -4,6 +4,8 @@ import os
 import torch
 
 from fa_bench.data import DataBundle, default_root, register
+from fa_bench.data.whitening import check as check_whitening
+from fa_bench.data.whitening import whiten as apply_whitening
 
 
 def _torchvision_set(cls, root, train, download):
@@ -42,26 +44,36 @@ def mnist(root=None, download=True, normalize=False, n_train=None, n_test=None):
                    n_train, n_test)
 
 
-def _cifar(cls, root, download, n_classes, n_train, n_test):
+def _cifar(cls, root, download, n_classes, n_train, n_test, whiten, zca_epsilon):
+    """(N, 3, 32, 32) floats in [0, 1], or whitened (fa_bench.data.whitening) with statistics of the
+    whole training set, whatever n_train keeps: a quick run sees the transform a full run does."""
+    check_whitening(whiten, zca_epsilon)
     train = _torchvision_set(cls, root, True, download)
     test = _torchvision_set(cls, root, False, download)
 
     def to_tensor(d):
         return torch.from_numpy(d.data).permute(0, 3, 1, 2).float().div_(255)
 
-    return _subset(DataBundle(to_tensor(train), torch.tensor(train.targets), to_tensor(test),
+    x_train, x_test = to_tensor(train), to_tensor(test)
+    if whiten is not None:
+        cache = os.path.join(os.path.abspath(root or default_root()), "whitening")
+        x_train, x_test = apply_whitening(x_train, x_test, whiten, zca_epsilon, cache, cls.__name__.lower(),
+                                          train.data)
+    return _subset(DataBundle(x_train, torch.tensor(train.targets), x_test,
                               torch.tensor(test.targets), "classification", n_classes), n_train, n_test)
 
 
 @register
-def cifar10(root=None, download=True, n_train=None, n_test=None):
+def cifar10(root=None, download=True, n_train=None, n_test=None, whiten=None, zca_epsilon=0.1):
+    """CIFAR-10; ``whiten``: null (inputs in [0, 1]), 'zca' or 'gcn_zca' (Nøkland's CONV net inputs)."""
     import torchvision
 
-    return _cifar(torchvision.datasets.CIFAR10, root, download, 10, n_train, n_test)
+    return _cifar(torchvision.datasets.CIFAR10, root, download, 10, n_train, n_test, whiten, zca_epsilon)
 
 
 @register
-def cifar100(root=None, download=True, n_train=None, n_test=None):
+def cifar100(root=None, download=True, n_train=None, n_test=None, whiten=None, zca_epsilon=0.1):
+    """CIFAR-100 (fine labels); ``whiten`` as for cifar10."""
     import torchvision
 
-    return _cifar(torchvision.datasets.CIFAR100, root, download, 100, n_train, n_test)
+    return _cifar(torchvision.datasets.CIFAR100, root, download, 100, n_train, n_test, whiten, zca_epsilon)

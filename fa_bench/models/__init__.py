@@ -34,29 +34,41 @@ def check_init(init: str, scale) -> None:
         raise ValueError("init='uniform' draws U[-init_scale, init_scale]: set init_scale")
 
 
+def check_bias_init(bias_scale) -> None:
+    if not (bias_scale is None or bias_scale == "fan_in"
+            or (isinstance(bias_scale, (int, float)) and not isinstance(bias_scale, bool) and bias_scale >= 0)):
+        raise ValueError(f"bias_init_scale must be null (zero biases), a number >= 0 (U[-s, s]) or 'fan_in' "
+                         f"(U(±1/√fan_in) per layer), got {bias_scale!r}")
+
+
 def init_weights(model: nn.Module, init: str = "default", scale: float | None = None, bias_scale=None,
                  generator: torch.Generator | None = None):
     """Re-initialise every Linear/Conv2d: 'default' (torch's), 'uniform' U[-scale, scale] (Lillicrap),
     'zero' (Nøkland's FA/DFA tanh nets), 'fan_in_uniform' U(±scale/√fan_in) (Nøkland's BP and ReLU nets).
-    Biases: U[-bias_scale, bias_scale] if bias_scale is given, else zero (torch's own for 'default')."""
+    Biases: U[-bias_scale, bias_scale] if bias_scale is a number, U(±1/√fan_in) of their layer if it is
+    'fan_in' (Nøkland: "weights and biases were sampled from" that range), else zero (torch's own for
+    'default')."""
     check_init(init, scale)
+    check_bias_init(bias_scale)
     if init == "default":
         return model
     for m in model.modules():
         if not isinstance(m, (nn.Linear, nn.Conv2d)):
             continue
         w = m.weight
+        fan_in_bound = 1.0 / math.sqrt(w[0].numel())  # w[0]: in_features × receptive field
         with torch.no_grad():
             if init == "zero":
                 w.zero_()
             else:
-                bound = scale if init == "uniform" else (1.0 if scale is None else scale) / math.sqrt(w[0].numel())
+                bound = scale if init == "uniform" else (1.0 if scale is None else scale) * fan_in_bound
                 w.copy_((torch.rand(w.shape, generator=generator) * 2 - 1) * bound)
             if m.bias is not None:
                 if bias_scale is None:
                     m.bias.zero_()
                 else:
-                    m.bias.copy_((torch.rand(m.bias.shape, generator=generator) * 2 - 1) * bias_scale)
+                    b_bound = fan_in_bound if bias_scale == "fan_in" else bias_scale
+                    m.bias.copy_((torch.rand(m.bias.shape, generator=generator) * 2 - 1) * b_bound)
     return model
 
 

@@ -16,3 +16,32 @@ def moskovitz_mnist(in_channels=1, n_classes=10, image_size=28, hidden_activatio
         nn.Linear(64 * side * side, 1024), activation(hidden_activation),
         nn.Linear(1024, n_classes),
     )
+
+
+@register
+def nokland_cifar_conv(in_channels=3, n_classes=10, image_size=32, hidden_activation="tanh",
+                       channels=(96, 128, 256), hidden=2048, dropout=0.0):
+    """Nøkland 2016's CONV net (Tables 2, 3): the CIFAR net of the dropout paper (Srivastava et al. 2014)
+    with tanh units. Three 5x5 conv layers (96, 128, 256 channels, stride 1, 'same' padding), each
+    followed by 3x3 max-pooling at stride 2, then two dense layers of 2048 units and the output layer.
+
+    Pooling rounds up (ceil_mode), as cuda-convnet's did for that net: 32 → 16 → 8 → 4, so the first
+    dense layer reads 256·4·4 values. Under dfa every converted layer's input is a feedback point, so
+    the error enters after each max-pooling layer, as the paper says. ``dropout`` (default off) drops
+    the dense layers' inputs.
+    """
+    layers: list[nn.Module] = []
+    c_in, side = in_channels, image_size
+    for c_out in channels:
+        layers += [nn.Conv2d(c_in, c_out, 5, padding=2), activation(hidden_activation),
+                   nn.MaxPool2d(3, stride=2, ceil_mode=True)]
+        c_in, side = c_out, -(-(side - 3) // 2) + 1  # ceil((side − 3) / 2) + 1
+    layers.append(nn.Flatten())
+    n_in = c_in * side * side
+    for _ in range(2):
+        layers += [nn.Dropout(dropout)] if dropout else []
+        layers += [nn.Linear(n_in, hidden), activation(hidden_activation)]
+        n_in = hidden
+    layers += [nn.Dropout(dropout)] if dropout else []
+    layers.append(nn.Linear(n_in, n_classes))
+    return nn.Sequential(*layers)

@@ -85,6 +85,7 @@ class Rule:
     learns_feedback = False
     uses_backward = True  # gradients come from one backward pass, so the alignment probe applies
     needs_input_shapes = False  # convert() must run one forward pass to size the feedback
+    supports_conv = True  # False: the rule is undefined on Conv2d layers and convert refuses them (ifa)
     random_stream: str | None = None  # names the rule's own random stream, if it draws while training
     # Options, merged down the class hierarchy; a rule accepts exactly these (no silently ignored ones).
     options: ClassVar[dict] = {"seed": 0, "output_layer": None}
