@@ -3,7 +3,7 @@ export FA_DATA ?= $(abspath ../shared/data)
 PYTHON ?= python
 RESULTS ?= results
 
-.PHONY: install test figures fig2 clean
+.PHONY: install test figures fig2 bench clean
 
 install:            ## torch/torchvision from this machine's disk, then fa_bench (editable) with test extras
 	$(PYTHON) -m pip install torch torchvision
@@ -17,6 +17,9 @@ figures:            ## every figure, table and results/SCORECARD.md from the com
 
 fig2:               ## Lillicrap 2016 Fig. 2 end to end: train all rules x seeds, collect, draw
 	fa-run experiment=lillicrap_fig2
+
+bench:              ## step and epoch times of every rule against plain PyTorch, seed batching: results/bench/ (~10 min)
+	$(PYTHON) scripts/bench.py --out $(RESULTS)/bench
 
 clean:
 	rm -rf outputs multirun .pytest_cache

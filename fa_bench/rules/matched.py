@@ -1,6 +1,8 @@
 """Matched feedback (Kolen & Pollack 1994; Lansdell 2020's "Matched"): B receives W's update."""
 from typing import ClassVar
 
+import torch
+
 from fa_bench.rules.base import Rule, register
 
 
@@ -23,10 +25,14 @@ class Matched(Rule):
     def weight_grads(self, layer, grad_out, x):
         grad_w, grad_b = layer.local_grads(grad_out, x)
         decay = self.opts["decay"]
-        return (grad_w + decay * layer.weight.detach() if decay else grad_w), grad_b
+        if decay:  # in place: grad_w is this pass's own fresh tensor (one pass over W, no allocation)
+            grad_w.add_(layer.weight.detach(), alpha=decay)
+        return grad_w, grad_b
 
     def feedback_grad(self, layer, grad_w):
         decay = self.opts["decay"]
         if not decay:
             return grad_w
-        return grad_w + decay * (layer.feedback_weight.detach() - layer.weight.detach())
+        # grad_w is also W's gradient, so B's is a new tensor: (∇W + λW) + λB − λW = ∇W + λB
+        return torch.add(grad_w, layer.feedback_weight.detach(), alpha=decay).sub_(layer.weight.detach(),
+                                                                                    alpha=decay)

@@ -10,7 +10,8 @@ class _SignConcordant(Rule):
     """B = M ∘ sign(W), recomputed from the current W at every training forward pass.
 
     The buffer ``feedback_weight`` shows the B the last backward pass used; the fresh tensor is what
-    the pass saves, so a later refresh can never corrupt a pending backward.
+    the pass saves, so a later refresh can never corrupt a pending backward. The buffer is rebound to
+    that tensor rather than copied into (a copy per step was a measurable part of a usf step).
     """
 
     def magnitude(self, layer):
@@ -20,8 +21,11 @@ class _SignConcordant(Rule):
         set_feedback(layer, torch.sign(layer.weight.detach()))
 
     def feedback_matrix(self, layer):
-        B = self.magnitude(layer) * torch.sign(layer.weight.detach())
-        layer.feedback_weight.copy_(B)
+        B = torch.sign(layer.weight.detach())
+        magnitude = self.magnitude(layer)
+        if magnitude is not None:
+            B.mul_(magnitude)
+        layer._buffers["feedback_weight"] = B
         return B
 
     def refresh(self, layer):
@@ -35,7 +39,7 @@ class USF(_SignConcordant):
     name = "usf"
 
     def magnitude(self, layer):
-        return 1.0
+        return None  # |B| = 1: sign(W) alone
 
     def refresh(self, layer):
         layer.feedback_weight.copy_(torch.sign(layer.weight.detach()))
