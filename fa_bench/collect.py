@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -116,6 +118,12 @@ def collect(source: Path | str, dest: Path | str, experiment: str | None = None,
     if metrics and not curves.empty:
         curves = curves[curves["name"].isin(list(metrics))]
     thin(curves, max_points).to_csv(dest / "curves.csv", index=False, float_format="%.7g", na_rep="nan")
+    for run_dir, (_, row) in zip(run_dirs, runs.iterrows()):  # saved activations (Nøkland Fig. 3's t-SNE)
+        if (run_dir / "activations.npz").is_file():
+            tag = re.sub(r"[^A-Za-z0-9_.=-]+", "_", str(row.get("setting") or ""))
+            name = f"{row['rule']}_seed{row['seed']}" + (f"_{tag}" if tag else "") + ".npz"
+            (dest / "activations").mkdir(exist_ok=True)
+            shutil.copyfile(run_dir / "activations.npz", dest / "activations" / name)
     for name in EXTRA_TABLES:
         parts = []
         for run_dir, (_, row) in zip(run_dirs, runs.iterrows()):

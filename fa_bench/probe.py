@@ -87,7 +87,8 @@ class AlignmentProbe:
             rows.append(("sign_flips", name, float(flipped.double().mean())))
             if rule.has_feedback and rule.layerwise:
                 rule.refresh(layer)  # B that follows W (usf, frsf, brsf) must match this W, not last step's
-                B = layer.feedback_weight.detach()
+                # converted once here, not once per metric (the metrics' own casts are then no-ops)
+                W, B = W.double(), layer.feedback_weight.detach().double()
                 rows += [("weight_angle", name, M.angle(W, B)),
                          ("sign_congruence", name, M.sign_congruence(W, B)),
                          ("rel_error", name, M.rel_error(W, B))]

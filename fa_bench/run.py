@@ -21,6 +21,7 @@ from fa_bench.seeding import derive_seed, generator
 from fa_bench.sparsity import sparsify
 from fa_bench.spiking import train_spiking
 from fa_bench.trainer import PhaseSchedule, TrainConfig, train
+from fa_bench.tsne import save_activations
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
     _check_arguments("trainer", TrainConfig, _kwargs(cfg.trainer, drop=()))
     _check_arguments("metrics", lambda every, batch_size, neuron_sample: None, _kwargs(cfg.metrics, drop=()))
     _check_arguments(f"optimizer {cfg.optimizer.name!r}", OPTIMIZERS[cfg.optimizer.name], _kwargs(cfg.optimizer))
+    n_saved = cfg.get("save_activations")
+    if n_saved is not None and not (isinstance(n_saved, int) and not isinstance(n_saved, bool) and n_saved >= 1):
+        raise ConfigError(f"save_activations is null or a number of test examples >= 1, got {n_saved!r}")
     sparsity = cfg.get("sparsity") or 0.0
     if not (isinstance(sparsity, (int, float)) and 0.0 <= sparsity < 1.0):
         raise ConfigError(f"sparsity is the fraction of W and B removed, in [0, 1); got {sparsity!r}")
@@ -151,8 +155,12 @@ def _train_autograd(cfg, device, writer, out_dir):
     data, model, loss_fn, optimizer = build(cfg, device)
     order = generator(int(cfg.seed), "order")
     torch.manual_seed(derive_seed(int(cfg.seed), "global"))  # dropout and anything else on the global stream
-    return train(model, fa_bench.rule_of(model), data, loss_fn, optimizer, _train_config(cfg), writer, order,
-                 desc=f"{cfg.rule.name} seed {cfg.seed}", seed=int(cfg.seed))
+    result = train(model, fa_bench.rule_of(model), data, loss_fn, optimizer, _train_config(cfg), writer, order,
+                   desc=f"{cfg.rule.name} seed {cfg.seed}", seed=int(cfg.seed))
+    n = cfg.get("save_activations")
+    if n and out_dir is not None and result.status == "completed":  # what Nøkland's Fig. 3 embeds
+        save_activations(model, data.x_test[:n], data.y_test[:n], out_dir / "activations.npz")
+    return result
 
 
 def _train_spiking(cfg, device, writer, out_dir):

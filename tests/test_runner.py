@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -250,3 +251,18 @@ def test_spiking_engine_rejects_other_rules_and_unknown_settings():
         resolve_config(compose_config(["experiment=lillicrap_fig4", "hydra.mode=RUN", "+spiking.nope=1"]))
     with pytest.raises(ConfigError, match="valid choices: autograd, spiking"):
         resolve_config(compose_config(["engine=nope"]))
+
+
+def test_saved_activations_are_written_and_collected(tmp_path):
+    from fa_bench.collect import collect
+
+    cfg = compose_config(["hydra.mode=RUN", *TINY, "rule=fa", "save_activations=10"])
+    run(cfg, tmp_path / "runs" / "a")
+    saved = np.load(tmp_path / "runs" / "a" / "activations.npz")
+    assert saved["labels"].shape[0] == 10
+    assert list(saved["names"]) == ["1", "3"]  # the input of every converted layer
+    assert saved["feature_1"].shape[0] == 10
+    collect(tmp_path / "runs", tmp_path / "results" / "x")
+    assert (tmp_path / "results" / "x" / "activations" / "fa_seed0.npz").is_file()
+    with pytest.raises(ConfigError, match="save_activations"):
+        resolve_config(compose_config(["save_activations=0"]))

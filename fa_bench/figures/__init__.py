@@ -37,4 +37,4 @@ def make_all(results_dir: Path | str) -> list[Path]:
     return written
 
 
-from fa_bench.figures import lillicrap, lillicrap_fig4  # noqa: F401  (register)
+from fa_bench.figures import lillicrap, lillicrap_fig4, nokland  # noqa: F401  (register)

@@ -1,0 +1,369 @@
+"""Nøkland 2016, "Direct feedback alignment provides learning in deep neural networks" (NIPS):
+Tables 1-3 beside the paper's values, Fig. 2 (error curves), Fig. 3 (t-SNE of hidden features) and the
+IFA run of Sec. 5."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from fa_bench.collect import read_table, select
+from fa_bench.figures import figure
+from fa_bench.figures.common import RULE_STYLE, mean_band, provenance
+
+log = logging.getLogger(__name__)
+
+RULES = ("bp", "fa", "dfa")
+
+# The paper's tables: cell -> (row label, {rule: (test error %, sd, training error % or None) or None});
+# None: an empty field, "no convergence". Training errors are given where above 0.01 % (Table 1) or
+# 0.1 % (Tables 2, 3). Our runs count as not converged when their final training error is at or above
+# `not_converged`, well above any training error the paper reports and still near chance
+# (dropout keeps CIFAR-100's training error at 67-77 % in the paper).
+PAPER = {
+    "nokland_table1": {
+        "title": "Table 1: MNIST test error", "file": "table1.md", "decimals": 2, "train_shown_above": 0.01,
+        "chance": 90.0, "not_converged": 50.0,
+        "cells": {
+            "nokland_7x240_tanh": ("7x240 Tanh", {"bp": (2.16, 0.13, None), "fa": (2.20, 0.13, 0.02),
+                                                 "dfa": (2.32, 0.15, 0.03)}),
+            "nokland_100x240_tanh": ("100x240 Tanh", {"bp": None, "fa": None, "dfa": (3.92, 0.09, 0.12)}),
+            "nokland_1x800_tanh": ("1x800 Tanh", {"bp": (1.59, 0.04, None), "fa": (1.68, 0.05, None),
+                                                 "dfa": (1.68, 0.05, None)}),
+            "nokland_2x800_tanh": ("2x800 Tanh", {"bp": (1.60, 0.06, None), "fa": (1.64, 0.03, None),
+                                                 "dfa": (1.74, 0.08, None)}),
+            "nokland_3x800_tanh": ("3x800 Tanh", {"bp": (1.75, 0.05, None), "fa": (1.66, 0.09, None),
+                                                 "dfa": (1.70, 0.04, None)}),
+            "nokland_4x800_tanh": ("4x800 Tanh", {"bp": (1.92, 0.11, None), "fa": (1.70, 0.04, None),
+                                                 "dfa": (1.83, 0.07, 0.02)}),
+            "nokland_2x800_logistic": ("2x800 Logistic", {"bp": (1.67, 0.03, None), "fa": (1.82, 0.10, None),
+                                                         "dfa": (1.75, 0.04, None)}),
+            "nokland_2x800_relu": ("2x800 ReLU", {"bp": (1.48, 0.06, None), "fa": (1.74, 0.10, None),
+                                                 "dfa": (1.70, 0.06, None)}),
+            "nokland_2x800_tanh_do": ("2x800 Tanh + DO", {"bp": (1.26, 0.03, 0.18), "fa": (1.53, 0.03, 0.18),
+                                                          "dfa": (1.45, 0.07, 0.24)}),
+            "nokland_2x800_tanh_adv": ("2x800 Tanh + ADV", {"bp": (1.01, 0.08, None), "fa": (1.14, 0.03, None),
+                                                            "dfa": (1.02, 0.05, 0.12)}),
+        },
+    },
+    "nokland_table2": {
+        "title": "Table 2: CIFAR-10 test error", "file": "table2.md", "decimals": 1, "train_shown_above": 0.1,
+        "chance": 90.0, "not_converged": 80.0,
+        "cells": {
+            "nokland_1x1000_tanh": ("1x1000 Tanh", {"bp": (45.1, 0.7, 2.5), "fa": (46.4, 0.4, 3.2),
+                                                   "dfa": (46.4, 0.4, 3.2)}),
+            "nokland_3x1000_tanh": ("3x1000 Tanh", {"bp": (45.1, 0.3, 0.2), "fa": (47.0, 2.2, 0.3),
+                                                   "dfa": (47.4, 0.8, 2.3)}),
+            "nokland_3x1000_tanh_do": ("3x1000 Tanh + DO", {"bp": (42.2, 0.2, 36.7), "fa": (46.9, 0.3, 48.9),
+                                                            "dfa": (42.9, 0.2, 37.6)}),
+            "nokland_conv_tanh": ("CONV Tanh", {"bp": (22.5, 0.4, None), "fa": (27.1, 0.8, 0.9),
+                                               "dfa": (26.9, 0.5, 0.2)}),
+        },
+    },
+    "nokland_table3": {
+        "title": "Table 3: CIFAR-100 test error", "file": "table3.md", "decimals": 1, "train_shown_above": 0.1,
+        "chance": 99.0, "not_converged": 95.0,
+        "cells": {
+            "nokland_1x1000_tanh": ("1x1000 Tanh", {"bp": (71.7, 0.2, 38.7), "fa": (73.8, 0.3, 37.5),
+                                                   "dfa": (73.8, 0.3, 37.5)}),
+            "nokland_3x1000_tanh": ("3x1000 Tanh", {"bp": (72.0, 0.3, 0.2), "fa": (75.3, 0.1, 0.5),
+                                                   "dfa": (75.9, 0.2, 3.1)}),
+            "nokland_3x1000_tanh_do": ("3x1000 Tanh + DO", {"bp": (69.8, 0.1, 66.8), "fa": (75.3, 0.2, 77.2),
+                                                            "dfa": (73.1, 0.1, 69.8)}),
+            "nokland_conv_tanh": ("CONV Tanh", {"bp": (51.7, 0.2, None), "fa": (60.5, 0.3, None),
+                                               "dfa": (59.0, 0.3, None)}),
+        },
+    },
+}
+
+
+def cell_of(setting) -> str:
+    """The ``cell=<name>`` part of a run's setting ('' when the runs did not vary the cell)."""
+    for part in str(setting or "").split(","):
+        key, _, value = part.partition("=")
+        if key == "cell":
+            return value
+    return ""
+
+
+def _with_cells(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["cell"] = df["setting"].map(cell_of) if "setting" in df else ""
+    return df
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables 1-3
+# ------------------------------------------------------------------------------------------------
+def _pct(mean, sd, train, decimals, train_shown_above) -> str:
+    text = f"{mean:.{decimals}f} %" if sd is None else f"{mean:.{decimals}f} ± {sd:.{decimals}f} %"
+    if train is not None and train > train_shown_above:
+        text += f" ({train:.{decimals}f} %)"
+    return text
+
+
+def paper_cell(entry, decimals, train_shown_above) -> str:
+    return "—" if entry is None else _pct(*entry, decimals, train_shown_above)
+
+
+def our_cell(runs: pd.DataFrame, decimals: int, train_shown_above: float, not_converged: float) -> str:
+    """mean ± sd of the completed runs' final test error, their final training error in brackets when
+    above the paper's threshold; '—' (with the training error) where training stayed near chance."""
+    if runs.empty:
+        return "not run"
+    done = runs[runs["status"] == "completed"]
+    if done.empty:
+        return "— (" + ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items()) + ")"
+    test = pd.to_numeric(done.get("final_test/error"), errors="coerce").dropna()
+    train = pd.to_numeric(done.get("final_train/error"), errors="coerce").dropna()
+    train_mean = train.mean() if len(train) else None
+    if train_mean is not None and train_mean >= not_converged:
+        return f"— ({train_mean:.{decimals}f} %)"
+    sd = test.std(ddof=1) if len(test) > 1 else None  # one seed: no spread to show
+    return _pct(test.mean(), sd, train_mean, decimals, train_shown_above)
+
+
+def paper_table(runs: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """One row per cell (the paper's order, then any cell it lacks), ours beside the paper's per rule."""
+    runs = _with_cells(runs)
+    cells = list(spec["cells"]) + sorted(set(runs["cell"]) - set(spec["cells"]))
+    rows = []
+    for cell in cells:
+        label, paper = spec["cells"].get(cell, (cell or "(cell not recorded: the sweep ran one cell)", {}))
+        mine = runs[runs["cell"] == cell]
+        row = {"network": label}
+        counts = []
+        for rule in RULES:
+            r = mine[mine["rule"] == rule]
+            row[f"{rule.upper()} ours"] = our_cell(r, spec["decimals"], spec["train_shown_above"],
+                                                   spec["not_converged"])
+            row[f"{rule.upper()} paper"] = (paper_cell(paper[rule], spec["decimals"], spec["train_shown_above"])
+                                            if rule in paper else "not in the paper")
+            counts.append(str(int((r["status"] == "completed").sum())))
+        row["seeds (BP/FA/DFA)"] = "/".join(counts)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_paper_table(folder: Path, experiment: str) -> list[Path]:
+    spec = PAPER[experiment]
+    runs = read_table(Path(folder) / "runs.csv")
+    table = paper_table(runs, spec)
+    header = "| " + " | ".join(table.columns) + " |"
+    lines = [header, "|" + " --- |" * len(table.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    text = "\n".join([
+        f"# Nøkland 2016, {spec['title']}: ours beside the paper's",
+        "",
+        f"Written by `make figures` from runs.csv. Budget: {provenance(folder)}.",
+        "",
+        "Ours: test error at the end of training, mean ± sd over the completed seeds; in brackets the "
+        "training error of the last epoch (measured while training, dropout on) when above "
+        f"{spec['train_shown_above']} % (the paper's threshold). — : did not converge (training error still "
+        f"≥ {spec['not_converged']:g} %, shown in brackets; chance is {spec['chance']:g} %), or no completed run. "
+        "Paper: mean ± sd over an unstated number of runs; its empty fields (no convergence) are —.",
+        "",
+        *lines,
+        "",
+    ])
+    out = Path(folder) / spec["file"]
+    out.write_text(text)
+    return [out]
+
+
+@figure("nokland_table1")
+def table1(folder: Path) -> list[Path]:
+    return write_paper_table(folder, "nokland_table1")
+
+
+@figure("nokland_table2")
+def table2(folder: Path) -> list[Path]:
+    return write_paper_table(folder, "nokland_table2")
+
+
+@figure("nokland_table3")
+def table3(folder: Path) -> list[Path]:
+    return write_paper_table(folder, "nokland_table3")
+
+
+# ------------------------------------------------------------------------------------------------
+# curves
+# ------------------------------------------------------------------------------------------------
+ERROR_FLOOR = 0.01  # % : zero errors are drawn here on the log axes (one error in 10000 test images)
+
+
+def _curves(folder: Path) -> pd.DataFrame:
+    curves = read_table(Path(folder) / "curves.csv")
+    curves = _with_cells(curves[curves["status"] == "completed"])
+    # epochs from each run's own count: examples at its last point / epochs it ran (the logged epoch is
+    # 0-based and the last evaluation closes the last epoch)
+    per_epoch = curves.groupby(["rule", "seed", "setting"])[["examples", "epoch"]].transform("max")
+    curves["epochs"] = curves["examples"] / (per_epoch["examples"] / (per_epoch["epoch"] + 1))
+    return curves
+
+
+def _error_band(ax, df, **style):
+    df = df.assign(value=df["value"].clip(lower=ERROR_FLOOR))
+    if not df.empty:
+        mean_band(ax, df, x="epochs", **style)
+
+
+def _save(fig, folder: Path, name: str, note: str) -> list[Path]:
+    fig.text(0.01, 0.005, provenance(folder) + note, fontsize=6, color="0.4")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    out = Path(folder) / name
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return [out]
+
+
+def _phase_end(curves: pd.DataFrame) -> float | None:
+    """Epoch at which the first training phase ended (the last evaluation still inside it)."""
+    phase = select(curves, "train/phase").sort_values("examples")
+    inside = phase[phase["value"] == 0]
+    if inside.empty or len(inside) == len(phase):
+        return None
+    return float(inside["epochs"].max())
+
+
+@figure("nokland_fig2")
+def fig2(folder: Path) -> list[Path]:
+    """Left: training error of a 3x50 tanh net whose first layer was frozen during BP pre-training, then
+    trained by BP or DFA. Right: training (dashed) and test (solid) error of 2x800 tanh, BP / FA / DFA."""
+    curves = _curves(folder)
+    fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(10, 3.9))
+    left = {"nokland_fig2_left_bp": dict(color="black", label="first layer unfrozen, trained by BP"),
+            "nokland_fig2_left_dfa": dict(color=RULE_STYLE["dfa"]["color"],
+                                          label="first layer unfrozen, trained by DFA")}
+    note = ""
+    for cell, style in left.items():
+        df = select(curves, "train/error", cell=cell)
+        if df.empty:
+            continue
+        if cell.endswith("_dfa") and (df["rule"] == "dfa").all():
+            # the runner cannot switch rules between phases yet: the whole run was under DFA
+            style = dict(style, label="DFA throughout (approximation: upper layers\npre-trained by DFA, not BP)")
+            note = "; left DFA curve: approximation (conf/cell/nokland_fig2_left_dfa.yaml)"
+        _error_band(ax_l, df, **style)
+    end = _phase_end(curves[curves["cell"] == "nokland_fig2_left_bp"])
+    if end is not None:
+        ax_l.axvline(end, color="0.5", ls="--", lw=1)
+        ax_l.text(end, 0.98, " first layer\n unfrozen", transform=ax_l.get_xaxis_transform(), va="top", fontsize=7)
+    ax_l.set(xlabel="epochs", ylabel="training error (%)", yscale="log",
+             title="3x50 tanh, first layer frozen during BP pre-training")
+    ax_l.legend(frameon=False, fontsize=7, loc="lower left")
+    for rule in RULES:
+        cell = f"nokland_fig2_right_{rule}"
+        style = RULE_STYLE[rule]
+        _error_band(ax_r, select(curves, "test/error", cell=cell), color=style["color"], label=f"{style['label']} test")
+        _error_band(ax_r, select(curves, "train/error", cell=cell), color=style["color"], ls="--",
+                    label=f"{style['label']} train")
+    ax_r.set(xlabel="epochs", ylabel="error (%)", yscale="log", title="2x800 tanh, MNIST")
+    ax_r.legend(frameon=False, fontsize=7, ncol=2)
+    return _save(fig, folder, "fig2.png", f"; bands: ±1 sd over seeds; errors of 0 drawn at {ERROR_FLOOR} %" + note)
+
+
+@figure("nokland_ifa")
+def ifa(folder: Path) -> list[Path]:
+    """Training and test error of the 4x100 tanh net trained by IFA, with the paper's 3.9 % test error."""
+    curves = _curves(folder)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    _error_band(ax, select(curves, "test/error", rule="ifa"), color="tab:purple", label="IFA test")
+    _error_band(ax, select(curves, "train/error", rule="ifa"), color="tab:purple", ls="--", label="IFA train")
+    ax.axhline(3.9, color="0.5", ls=":", lw=1, label="paper: 3.9 % test error")
+    ax.set(xlabel="epochs", ylabel="error (%)", yscale="log", title="indirect feedback alignment, 4x100 tanh")
+    ax.legend(frameon=False, fontsize=7)
+    return _save(fig, folder, "ifa.png", f"; bands: ±1 sd over seeds; errors of 0 drawn at {ERROR_FLOOR} %")
+
+
+# ------------------------------------------------------------------------------------------------
+# Fig. 3: t-SNE of the hidden features
+# ------------------------------------------------------------------------------------------------
+TSNE = dict(perplexity=30.0, n_iter=1000, seed=0)  # one embedding per panel, the same settings for all
+ACTIVATIONS = re.compile(r"^(?P<rule>.+)_seed(?P<seed>\d+)")
+
+
+def _activation_files(folder: Path) -> dict[str, Path]:
+    """The first seed's activations.npz per rule, from results/<experiment>/activations/<rule>_seed<k>*.npz."""
+    found: dict[str, tuple[int, Path]] = {}
+    for path in sorted((Path(folder) / "activations").glob("*.npz")):
+        m = ACTIVATIONS.match(path.stem)
+        if m is None:
+            log.warning("ignoring %s: not named <rule>_seed<k>.npz", path)
+            continue
+        seed = int(m["seed"])
+        if m["rule"] not in found or seed < found[m["rule"]][0]:
+            found[m["rule"]] = (seed, path)
+    return {rule: path for rule, (_, path) in found.items()}
+
+
+def _source_key(path: Path) -> str:
+    """What an embedding depends on: the activations' bytes and the t-SNE settings."""
+    return hashlib.sha1(path.read_bytes() + repr(sorted(TSNE.items())).encode()).hexdigest()[:16]
+
+
+def embeddings(folder: Path) -> pd.DataFrame:
+    """t-SNE of every feature of every rule's activations, cached in tsne.csv beside them: an
+    embedding is recomputed only when its activations or the settings changed (each takes ~30 s for
+    2000 points on one CPU thread)."""
+    from fa_bench.tsne import tsne
+
+    folder = Path(folder)
+    cache_path = folder / "tsne.csv"
+    cache = (pd.read_csv(cache_path, dtype={"rule": str, "source": str}) if cache_path.is_file()
+             else pd.DataFrame(columns=["rule", "source"]))
+    parts = []
+    for rule, path in _activation_files(folder).items():
+        key = _source_key(path)
+        cached = cache[(cache["rule"] == rule) & (cache["source"] == key)]
+        if not cached.empty:
+            parts.append(cached)
+            continue
+        with np.load(path) as data:
+            labels = data["labels"]
+            n_features = sum(k.startswith("feature_") for k in data.files)
+            for i in range(n_features):
+                y = tsne(data[f"feature_{i}"], **TSNE)
+                parts.append(pd.DataFrame({"rule": rule, "source": key, "feature": i, "point": np.arange(len(y)),
+                                           "x": y[:, 0], "y": y[:, 1], "label": labels}))
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not table.empty:
+        table.to_csv(cache_path, index=False, float_format="%.5g")
+    return table
+
+
+@figure("nokland_fig3")
+def fig3(folder: Path) -> list[Path]:
+    """Rows: BP, DFA (and any other rule found); columns: test images, hidden layers 1..3; colour: class.
+    Each panel's title gives the leave-one-out 5-nearest-neighbour accuracy in the embedding."""
+    from fa_bench.tsne import knn_accuracy
+
+    table = embeddings(folder)
+    if table.empty:
+        log.warning("%s: no activations/<rule>_seed<k>.npz (runs with save_activations, collected): "
+                    "Fig. 3 not drawn", folder)
+        return []
+    rules = [r for r in ("bp", "dfa") if r in set(table["rule"])] + sorted(set(table["rule"]) - {"bp", "dfa"})
+    n_cols = int(table["feature"].max()) + 1
+    fig, axes = plt.subplots(len(rules), n_cols, figsize=(3 * n_cols, 3 * len(rules) + 0.3), squeeze=False)
+    for r, rule in enumerate(rules):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            df = table[(table["rule"] == rule) & (table["feature"] == c)].sort_values("point")
+            ax.set(xticks=[], yticks=[])
+            if df.empty:
+                continue
+            ax.scatter(df["x"], df["y"], c=df["label"], cmap="tab10", vmin=-0.5, vmax=9.5, s=2, lw=0)
+            where = "input images" if c == 0 else f"hidden layer {c}"
+            acc = knn_accuracy(df[["x", "y"]].to_numpy(), df["label"].to_numpy())
+            ax.set_title(f"{RULE_STYLE.get(rule, {}).get('label', rule)}: {where}\n5-NN accuracy {acc:.1f} %",
+                         fontsize=8)
+    n_points = int(table.groupby(["rule", "feature"]).size().max())
+    return _save(fig, folder, "fig3.png",
+                 f"; one seed per rule; t-SNE of the first {n_points} test images (perplexity {TSNE['perplexity']:g}, "
+                 f"{TSNE['n_iter']} iterations, PCA to 50 dims first), colour: digit class")
