@@ -11,9 +11,11 @@ from tqdm.auto import tqdm
 
 from fa_bench import metrics as M
 from fa_bench.adversarial import FGSM
+from fa_bench.convert import convert, rule_of
 from fa_bench.data import DataBundle, batches
 from fa_bench.probe import AlignmentProbe
 from fa_bench.records import MetricsWriter
+from fa_bench.rules import get_rule
 from fa_bench.seeding import generator as seeded_generator
 from fa_bench.sparsity import masked_layers, reapply
 
@@ -33,9 +35,11 @@ class TrainConfig:
     metrics_neuron_sample: int = 0  # hidden units per layer whose own neuron_angle is logged too
     divergence_loss: float = 1e6  # a train-window loss above this (or non-finite) ends the run as diverged
     progress: bool = True
-    # [{steps: N, freeze: [layer, ...]}, ...]: consecutive phases, each holding the listed converted
-    # layers (module names, or indices in module order: 0 the first, -1 the output layer) fixed;
-    # after the last phase nothing is frozen (Lillicrap Fig. 5c)
+    # [{steps: N, freeze: [layer, ...], rule: {name: ..., ...}}, ...]: consecutive phases, each holding
+    # the listed converted layers (module names, or indices in module order: 0 the first, -1 the output
+    # layer) fixed, and optionally switching the model to another rule from its first step on (the
+    # switch stays after the phase); after the last phase nothing is frozen (Lillicrap Fig. 5c,
+    # Nøkland Fig. 2 left)
     phases: list | None = None
     # stop once a train window's classification error (%) is at or below this (Nøkland: 0.01); None: never
     stop_train_error: float | None = None
@@ -53,11 +57,12 @@ class TrainConfig:
         if bad:
             raise ValueError(f"trainer settings must be integers >= 1: {bad}")
         for i, phase in enumerate(self.phases or []):
-            if not (isinstance(phase, dict) and set(phase) <= {"steps", "freeze"}
+            if not (isinstance(phase, dict) and set(phase) <= {"steps", "freeze", "rule"}
                     and isinstance(phase.get("steps"), int) and phase["steps"] >= 1
-                    and isinstance(phase.get("freeze", []), (list, tuple))):
-                raise ValueError(f"trainer.phases[{i}] must be {{steps: int >= 1, freeze: [layer, ...]}}, "
-                                 f"got {phase!r}")
+                    and isinstance(phase.get("freeze", []), (list, tuple))
+                    and isinstance(phase.get("rule", {"name": None}), dict) and "name" in phase.get("rule", {"name": 0})):
+                raise ValueError(f"trainer.phases[{i}] must be {{steps: int >= 1, freeze: [layer, ...], "
+                                 f"rule: {{name: <rule>, <option>: ...}} (optional)}}, got {phase!r}")
         if not (isinstance(self.metrics_neuron_sample, int) and self.metrics_neuron_sample >= 0):
             raise ValueError(f"metrics.neuron_sample must be an integer >= 0, got {self.metrics_neuron_sample!r}")
         if not (isinstance(self.metrics_every, int) and self.metrics_every >= 0):
@@ -89,9 +94,16 @@ class PhaseSchedule:
 
         layers = converted_layers(model)
         names = [n for n, _ in layers]
-        self.ends, self.frozen = [], []
+        self.ends, self.frozen, self.switches = [], [], {}
         end = 0
         for phase in phases or []:
+            if phase.get("rule") is not None:  # checked now, applied at the phase's first step
+                spec = dict(phase["rule"])
+                rule = get_rule(spec.pop("name"), **spec)
+                if rule.learns_feedback:
+                    raise ValueError(f"trainer.phases: switching to {rule.name!r} mid-run is not supported: its "
+                                     f"feedback is a parameter the optimizer was not built with")
+                self.switches[end] = dict(phase["rule"])
             params = []
             for ref in phase.get("freeze", []):
                 if isinstance(ref, int) and -len(layers) <= ref < len(layers):
@@ -116,6 +128,15 @@ class PhaseSchedule:
     def frozen_at(self, step: int) -> list:
         i = self.phase(step)
         return self.frozen[i] if i < len(self.frozen) else []
+
+
+def switch_rule(model, spec: dict, example_input, seed: int):
+    """Re-convert ``model`` in place to the rule ``spec`` names: the same parameters (so the optimizer
+    and its state carry over), a fresh rule with its feedback drawn from the run's seed."""
+    spec = dict(spec)
+    convert(model, spec.pop("name"), example_input=example_input, seed=seed, **spec)
+    log.info("%s", model.fa_report)
+    return rule_of(model)
 
 
 @torch.no_grad()
@@ -233,6 +254,12 @@ def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, w
     bar = tqdm(total=total, desc=desc, disable=not cfg.progress, mininterval=1.0, leave=False)
     while step < total and not stop_reason:
         for idx in batches(n_train, cfg.batch_size, generator, data.x_train.device, cfg.shuffle):
+            if step in schedule.switches:
+                rule = switch_rule(model, schedule.switches[step], data.x_train[:2], seed)
+                if probe is not None:
+                    probe = AlignmentProbe(model, loss_fn, cfg.metrics_neuron_sample, seed)
+                if attack is not None:
+                    attack.check_rule(rule)
             xb, yb = data.x_train[idx], data.y_train[idx]
             if probe is not None and step % cfg.metrics_every == 0:
                 log_probe(xb, yb, epoch)

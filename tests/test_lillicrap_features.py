@@ -210,3 +210,46 @@ def test_quadratic_teacher_is_x_q_x():
     coef, *_ = torch.linalg.lstsq(feats, data.y_train.double()).solution, None
     assert torch.allclose(feats @ coef, data.y_train.double(), atol=1e-4)
     assert coef.abs().max() <= 1.0 + 1e-6  # |Q_ij + Q_ji| <= 2 × 0.5
+
+
+# --- a phase that switches the rule (Nøkland Fig. 2 left) ------------------------------------------
+def test_a_phase_can_switch_the_rule_and_dfa_direct_reaches_only_the_listed_layer():
+    """BP with layer 0 frozen for 3 steps, then dfa with the error sent only into layer 0: the upper
+    layers keep exact BP gradients and layer 0 gets (B_1 e) ∘ f' xᵀ (checked on the step after the switch)."""
+    a = _net("bp", seed=5)
+    _train(a, 3, phases=[{"steps": 3, "freeze": [0]}, {"steps": 1, "rule": {"name": "dfa", "direct": [0]}}])
+    assert fa_bench.rule_of(a).name == "bp"  # the switch happens at the phase's first step, not before
+    b = _net("bp", seed=5)
+    _train(b, 4, phases=[{"steps": 3, "freeze": [0]}, {"steps": 1, "rule": {"name": "dfa", "direct": [0]}}])
+    rule = fa_bench.rule_of(b)
+    assert rule.name == "dfa" and rule.opts["direct"] == [0]
+    # one more step's gradients by hand from a's state (= b's state before its 4th step)
+    x, y = _data().x_train[:8], _data().y_train[:8]
+    la = [layer for _, layer in converted_layers(a)]
+    B1 = [layer for _, layer in converted_layers(b)][1].feedback_weight
+    h0 = torch.tanh(la[0](x))
+    h1 = torch.tanh(la[1](h0))
+    out = la[2](h1)
+    e = (out - y) / 8  # ∂ mean-SSE / ∂out
+    d1 = (e @ la[2].weight) * (1 - h1 ** 2)  # exact BP into layer 1
+    d0 = (e @ B1) * (1 - h0 ** 2)  # the direct error into layer 0 (through the layer above's B)
+    c = _net("bp", seed=5)
+    c.load_state_dict(a.state_dict())
+    fa_bench.convert(c, "dfa", seed=0, direct=[0])
+    c[2].feedback_weight.copy_(B1)
+    fa_bench.rule_of(c).compute_gradients(c, x, y, sse)
+    lc = [layer for _, layer in converted_layers(c)]
+    assert torch.allclose(lc[2].weight.grad, e.t() @ h1, atol=1e-6)
+    assert torch.allclose(lc[1].weight.grad, d1.t() @ h0, atol=1e-6)
+    assert torch.allclose(lc[0].weight.grad, d0.t() @ x, atol=1e-6)
+
+
+def test_a_bad_phase_rule_fails_before_training():
+    with pytest.raises(ValueError, match="unknown rule"):
+        PhaseSchedule(_net(), [{"steps": 2, "rule": {"name": "nope"}}])
+    with pytest.raises(ValueError, match="not supported"):
+        PhaseSchedule(_net(), [{"steps": 2, "rule": {"name": "matched"}}])
+    with pytest.raises(ValueError, match="no converted layer 7"):
+        fa_bench.convert(_net("bp"), "dfa", direct=[7])
+    with pytest.raises(ValueError, match="output layer"):
+        fa_bench.convert(_net("bp"), "dfa", direct=[-1])

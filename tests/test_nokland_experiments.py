@@ -54,8 +54,11 @@ def test_every_rule_and_cell_composes_and_validates(experiment):
                 overrides.remove(f"rule={rule}")
             cfg = resolve_config(compose_config(overrides))
             assert cfg.experiment_name == experiment
-            if cell and cell.startswith("nokland_fig2"):
+            if cell and cell.startswith("nokland_fig2_right"):
                 assert cfg.rule.name == cell.rsplit("_", 1)[1]
+            if cell == "nokland_fig2_left_dfa":  # BP pre-training, then a phase switches to DFA into layer 0
+                assert cfg.rule.name == "bp"
+                assert cfg.trainer.phases[-1]["rule"] == {"name": "dfa", "init": "fan_out_uniform", "direct": [0]}
 
 
 def test_table_cells_are_the_papers_rows():

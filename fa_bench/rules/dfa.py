@@ -20,16 +20,35 @@ class DFA(Rule):
 
     ``layer.feedback_weight`` has shape (n_outputs, numel of one input example): for the output layer
     that is W's shape, so on a network with one hidden layer DFA and FA coincide.
+
+    ``direct``: null sends the output error straight to every layer; a list of converted layers
+    (names, or indices in module order) sends it only to those (through the layer just above each),
+    and every other layer passes exact backprop down (Nøkland Fig. 2 left: the first layer learns by
+    DFA while the layers above go on with BP).
     """
 
     name = "dfa"
     layerwise = False
     needs_input_shapes = True  # a conv layer's feedback is sized by its input's spatial extent
-    options: ClassVar[dict] = {"init": "kaiming_uniform", "scale": None}
+    options: ClassVar[dict] = {"init": "kaiming_uniform", "scale": None, "direct": None}
 
     def attach(self, layers, input_shapes=None):
         self.error = None
         super().attach(layers, input_shapes)
+        self.senders = None  # None: every layer sends e·B down
+        if self.opts["direct"] is not None:
+            names = [n for n, _ in self.layers]
+            self.senders = set()
+            for ref in self.opts["direct"]:
+                if isinstance(ref, int) and -len(names) <= ref < len(names):
+                    i = ref % len(names)
+                elif str(ref) in names:
+                    i = names.index(str(ref))
+                else:
+                    raise ValueError(f"dfa direct: no converted layer {ref!r}; converted layers: {names}")
+                if i == len(names) - 1:
+                    raise ValueError(f"dfa direct: {names[i]!r} is the output layer, which gets e itself")
+                self.senders.add(id(self.layers[i + 1][1]))  # the layer above delivers the error
 
     def init_layer(self, layer, generator, input_shape):
         n_out = self.output_layer.weight.shape[0]
@@ -47,6 +66,9 @@ class DFA(Rule):
     def error_to_input(self, layer, grad_out, feedback, x):
         if layer.is_output:
             self.error = grad_out
+        if self.senders is not None and id(layer) not in self.senders:
+            return layer.propagate(grad_out, layer.weight.detach(), x)  # exact backprop through this one
+        if layer.is_output:
             return layer.propagate(grad_out, feedback, x)
         e = self.error
         if e is None:

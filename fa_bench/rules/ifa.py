@@ -54,6 +54,8 @@ class IFA(DFA):
                 f"the first hidden layer's update direction forward through the next layer's W (Nøkland 2016, "
                 f"eq. 9), and on a convnet pooling between the layers gives that direction a different shape "
                 f"from the next layer's input (Nøkland used IFA only on an MLP); use dfa or fa for convnets")
+        if self.opts.get("direct") is not None:
+            raise ValueError("ifa sends the output error into the first hidden layer only; `direct` is a dfa option")
         self.trace, self.sends = {}, {}
         super().attach(layers, input_shapes)
         chain = [l for _, l in self.layers]
