@@ -60,7 +60,7 @@ class TrainConfig:
             if not (isinstance(phase, dict) and set(phase) <= {"steps", "freeze", "rule"}
                     and isinstance(phase.get("steps"), int) and phase["steps"] >= 1
                     and isinstance(phase.get("freeze", []), (list, tuple))
-                    and isinstance(phase.get("rule", {"name": None}), dict) and "name" in phase.get("rule", {"name": 0})):
+                    and (phase.get("rule") is None or (isinstance(phase["rule"], dict) and "name" in phase["rule"]))):
                 raise ValueError(f"trainer.phases[{i}] must be {{steps: int >= 1, freeze: [layer, ...], "
                                  f"rule: {{name: <rule>, <option>: ...}} (optional)}}, got {phase!r}")
         if not (isinstance(self.metrics_neuron_sample, int) and self.metrics_neuron_sample >= 0):
