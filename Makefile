@@ -18,8 +18,8 @@ figures:            ## every figure, table and results/SCORECARD.md from the com
 fig2:               ## Lillicrap 2016 Fig. 2 end to end: train all rules x seeds, collect, draw
 	fa-run experiment=lillicrap_fig2
 
-bench:              ## step and epoch times of every rule against plain PyTorch, seed batching: results/bench/ (~10 min)
-	$(PYTHON) scripts/bench.py --out $(RESULTS)/bench
+bench:              ## step and epoch times of every rule against plain PyTorch, seed batching, 1 thread (steadier ratios): results/bench/ (~6 min)
+	$(PYTHON) scripts/bench.py --threads 1 --out $(RESULTS)/bench
 
 clean:
 	rm -rf outputs multirun .pytest_cache
