@@ -32,6 +32,7 @@ from fa_bench.models import build_model
 from fa_bench.records import MetricsWriter
 from fa_bench.rules import draw_feedback
 from fa_bench.seeding import generator
+from fa_bench.trainer import _Window
 
 SUPPORTED = ("bp", "fa", "dfa", "shallow", "usf", "frsf", "brsf", "matched")
 _SIGN_RULES = ("usf", "frsf", "brsf")  # B = magnitude ∘ sign(W), rebuilt from W at every training forward
@@ -235,37 +236,6 @@ class SeedResult:
     state: dict = field(default_factory=dict)  # the seed's W, b, B under the unbatched state_dict names
 
 
-class _Window:
-    """Per-seed training statistics between evaluations, kept on the device (trainer._Window, batched)."""
-
-    def __init__(self, task):
-        self.task = task
-        self.reset()
-
-    def reset(self):
-        self.n = 0
-        self.loss = self.sse = self.t_sum = self.t_sq = self.wrong = 0
-
-    def add(self, per_example, out, y):
-        self.n += y.shape[1]
-        self.loss = self.loss + per_example.sum(1)
-        if self.task == "regression":
-            self.sse = self.sse + (out - y).pow(2).flatten(2).sum(2).sum(1)
-            self.t_sum = self.t_sum + y.sum(1)
-            self.t_sq = self.t_sq + y.pow(2).sum(1)
-        else:
-            self.wrong = self.wrong + (out.argmax(2) != y).sum(1)
-
-    def summaries(self) -> list[dict[str, float]]:
-        loss = self.loss.tolist()  # one host sync for every seed
-        if self.task == "regression":
-            baseline = (self.t_sq - self.t_sum.pow(2) / self.n).flatten(1).sum(1)
-            nse = (self.sse / baseline).tolist()
-            return [{"loss": lo / self.n, "nse": v} for lo, v in zip(loss, nse)]
-        wrong = self.wrong.tolist()
-        return [{"loss": lo / self.n, "error": 100.0 * w / self.n} for lo, w in zip(loss, wrong)]
-
-
 def _evaluate(net, x, y, per_seed_data, loss_fn, task, batch_size, indices) -> dict[int, dict[str, float]]:
     """trainer.evaluate for each seed in ``indices``."""
     outs = torch.cat([net.forward(xb) for xb in x.split(batch_size, dim=1 if per_seed_data else 0)], dim=1)
@@ -368,7 +338,7 @@ def train_seeds(sizes, activation, rule, seeds, data: DataBundle | Sequence[Data
             else:
                 xb, yb = x_train[idx], y_train[idx]
             per_example, out = net.step(xb, yb, loss_fn, lr, momentum, weight_decay)
-            window.add(per_example, out, yb)
+            window.add_seeds(per_example, out, yb)
             step += 1
             examples += idx.shape[1]
             if step % eval_every == 0 or step == total:

@@ -156,7 +156,8 @@ def evaluate(model, x, y, loss_fn, task, batch_size) -> dict[str, float]:
 
 
 class _Window:
-    """Training statistics accumulated on the device between evaluations (no host sync per step)."""
+    """Training statistics accumulated on the device between evaluations (no host sync per step), per
+    seed along a leading axis: the trainer's one model is one seed, fa_bench.batched's S seeds are S."""
 
     def __init__(self, task):
         self.task = task
@@ -167,24 +168,33 @@ class _Window:
         self.loss = self.sse = self.t_sum = self.t_sq = self.wrong = 0
 
     def add(self, per_example_loss, out, y):
-        self.n += y.shape[0]
-        self.loss = self.loss + per_example_loss.sum()
+        """One model's batch: (batch,), (batch, ...), (batch[, ...])."""
+        self.add_seeds(per_example_loss[None], out[None], y[None])
+
+    def add_seeds(self, per_example_loss, out, y):
+        """S seeds' batches: (S, batch), (S, batch, ...), (S, batch[, ...])."""
+        self.n += y.shape[1]
+        self.loss = self.loss + per_example_loss.sum(1)
         if self.task == "regression":
-            self.sse = self.sse + (out - y).pow(2).sum()
-            self.t_sum = self.t_sum + y.sum(0)
-            self.t_sq = self.t_sq + y.pow(2).sum(0)
+            self.sse = self.sse + (out - y).pow(2).flatten(2).sum(2).sum(1)
+            self.t_sum = self.t_sum + y.sum(1)
+            self.t_sq = self.t_sq + y.pow(2).sum(1)
         else:
-            self.wrong = self.wrong + (out.argmax(1) != y).sum()
+            self.wrong = self.wrong + (out.argmax(2) != y).sum(1)
 
     def summary(self) -> dict[str, float]:
-        result = {"loss": float(self.loss) / self.n}
+        return self.summaries()[0]
+
+    def summaries(self) -> list[dict[str, float]]:
+        """Each seed's window loss and nse (Lillicrap eq. 4: against the sample-mean predictor over the
+        same window) or error in %; one host sync for every seed."""
+        loss = self.loss.tolist()
         if self.task == "regression":
-            # Lillicrap eq. 4: the sample-mean predictor's squared error over the same window
-            baseline = (self.t_sq - self.t_sum.pow(2) / self.n).sum()
-            result["nse"] = float(self.sse / baseline)
-        else:
-            result["error"] = 100.0 * float(self.wrong) / self.n
-        return result
+            baseline = (self.t_sq - self.t_sum.pow(2) / self.n).flatten(1).sum(1)
+            nse = (self.sse / baseline).tolist()
+            return [{"loss": lo / self.n, "nse": v} for lo, v in zip(loss, nse)]
+        wrong = self.wrong.tolist()
+        return [{"loss": lo / self.n, "error": 100.0 * w / self.n} for lo, w in zip(loss, wrong)]
 
 
 def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, writer: MetricsWriter,
