@@ -174,8 +174,22 @@ def _train_spiking(cfg, device, writer, out_dir):
 ENGINES = {"autograd": _train_autograd, "spiking": _train_spiking}
 
 
-def run(cfg: DictConfig, out_dir: Path | str | None) -> dict:
-    """Run one config; write metrics.csv, summary.json and the resolved config into ``out_dir``."""
+def hydra_choices() -> dict[str, str]:
+    """The config-group options Hydra composed this run from ({'model': 'mlp_784_1000_10', 'cell': ...});
+    empty outside a Hydra app (API calls, tests)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = OmegaConf.to_container(HydraConfig.get().runtime.choices)
+    return {k: str(v) for k, v in choices.items() if not k.startswith("hydra") and v is not None}
+
+
+def run(cfg: DictConfig, out_dir: Path | str | None, choices: dict | None = None) -> dict:
+    """Run one config; write metrics.csv, summary.json and the resolved config into ``out_dir``.
+
+    ``choices``: the config-group options the config was composed from (default: Hydra's, if any),
+    recorded in summary.json so collected tables can say which model/cell/dataset file ran."""
     cfg = resolve_config(cfg)
     out_dir = Path(out_dir) if out_dir is not None else None
     if cfg.get("threads"):
@@ -186,6 +200,7 @@ def run(cfg: DictConfig, out_dir: Path | str | None) -> dict:
         "model": cfg.model.name, "dataset": cfg.dataset.name, "seed": int(cfg.seed),
         "device": str(device), "torch_version": torch.__version__, "fa_bench_version": fa_bench.__version__,
         "python_version": platform.python_version(), **git_info(),
+        "choices": hydra_choices() if choices is None else dict(choices),
         "budget": {"epochs": cfg.trainer.epochs, "max_steps": cfg.trainer.max_steps,
                    "batch_size": cfg.trainer.batch_size},
     }
