@@ -2,7 +2,14 @@
 import torch
 
 from fa_bench.data import DataBundle, register
+from fa_bench.data.errors import check_count
 from fa_bench.seeding import generator
+
+
+def _counts(n_train, n_test):
+    """Synthetic sets draw as many examples as asked, but at least one per split (an empty split
+    fails much later, far from the setting)."""
+    return check_count("dataset.n_train", n_train), check_count("dataset.n_test", n_test)
 
 
 @register
@@ -12,6 +19,7 @@ def linear_teacher(n_in=30, n_out=10, n_train=20000, n_test=1000, teacher_scale=
     The training set is the example stream: with one example per step and one epoch, every rule
     at a given seed sees the same sequence.
     """
+    n_train, n_test = _counts(n_train, n_test)
     g = generator(seed, "data")
     T = (torch.rand(n_out, n_in, generator=g) * 2 - 1) * teacher_scale
     x_train = torch.randn(n_train, n_in, generator=g)
@@ -28,6 +36,7 @@ def teacher_net(sizes=(30, 20, 10, 10), activation="tanh", weight_scale=0.5, n_t
     simulations'); the inputs are always the run seed's."""
     from fa_bench.models import activation as make_activation
 
+    n_train, n_test = _counts(n_train, n_test)
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(f"teacher_net needs sizes [n_in, ..., n_out], got {sizes}")
@@ -54,6 +63,7 @@ def quadratic_teacher(n_in=20, n_out=20, x_range=2.0, q_scale=0.5, n_train=20000
                       root=None):
     """y*_k = xᵀ Q_k x with Q_k uniform in [-q_scale, q_scale] and x uniform in [-x_range, x_range]
     (Lillicrap Fig. 5)."""
+    n_train, n_test = _counts(n_train, n_test)
     g = generator(seed, "data")
     Q = (torch.rand(n_out, n_in, n_in, generator=g) * 2 - 1) * q_scale
     x_train = (torch.rand(n_train, n_in, generator=g) * 2 - 1) * x_range

@@ -3,24 +3,38 @@ import os
 
 import torch
 
-from fa_bench.data import DataBundle, default_root, register
+from fa_bench.data import DataBundle, default_root, idx, register
+from fa_bench.data.errors import DataNotFoundError, check_count
 from fa_bench.data.whitening import check as check_whitening
 from fa_bench.data.whitening import whiten as apply_whitening
 
 
+CIFAR_FOLDERS = {"CIFAR10": ("cifar-10-batches-py", "cifar-10-python.tar.gz"),
+                 "CIFAR100": ("cifar-100-python", "cifar-100-python.tar.gz")}
+
+
 def _torchvision_set(cls, root, train, download):
+    """A CIFAR set through torchvision, whose own MD5 checks cover its pickled batches; any failure
+    (missing, corrupted, download refused) is reported with the folder and the archive to fetch."""
     root = os.path.abspath(root or default_root())
     try:
         return cls(root, train=train, download=download)
-    except (RuntimeError, OSError) as err:  # not found, or a download the network refused
-        raise FileNotFoundError(
-            f"{cls.__name__} not found under {root} (looked for {cls.__name__} files there"
-            f"{'' if download else '; download=false'}). Set FA_DATA or data.root to the folder that "
-            f"holds it, or allow the download. ({err})") from err
+    except (RuntimeError, OSError) as err:  # torchvision: "Dataset not found or corrupted", or a refused download
+        folder, archive = CIFAR_FOLDERS.get(cls.__name__, (cls.__name__, cls.__name__))
+        raise DataNotFoundError(
+            f"{cls.__name__} not found or corrupted: looked in {os.path.join(root, folder)} (data root {root}). "
+            f"Set FA_DATA (or pass data.root=...) to the folder that holds {folder}/, or download {archive} "
+            f"from https://www.cs.toronto.edu/~kriz/ and extract it there (it unpacks into {folder}/; a "
+            f"corrupted batch file fails torchvision's MD5 check: delete the folder and extract it again)"
+            f"{'' if download else ', or allow the download (dataset.download=true) with network access'}. "
+            f"(torchvision said: {err})") from err
 
 
 def _subset(bundle: DataBundle, n_train, n_test) -> DataBundle:
-    """The first n examples of each split (quick runs, tests); None keeps a split whole."""
+    """The first n examples of each split (quick runs, tests); None keeps a split whole. Checked against
+    what the split holds, so 0, negatives and too-large values stop here with the valid range."""
+    n_train = check_count("dataset.n_train", n_train, len(bundle.x_train))
+    n_test = check_count("dataset.n_test", n_test, len(bundle.x_test))
     if n_train is not None:
         bundle.x_train, bundle.y_train = bundle.x_train[:n_train], bundle.y_train[:n_train]
     if n_test is not None:
@@ -28,13 +42,13 @@ def _subset(bundle: DataBundle, n_train, n_test) -> DataBundle:
     return bundle
 
 
-@register
-def mnist(root=None, download=True, normalize=False, n_train=None, n_test=None):
-    """MNIST as (N, 1, 28, 28) floats in [0, 1] (optionally standardised with the train mean/std)."""
-    import torchvision
-
-    train = _torchvision_set(torchvision.datasets.MNIST, root, True, download)
-    test = _torchvision_set(torchvision.datasets.MNIST, root, False, download)
+def _idx_set(cls, root, download, normalize, n_train, n_test) -> DataBundle:
+    """MNIST-layout sets: (N, 1, 28, 28) floats in [0, 1], optionally standardised with the (whole)
+    training set's mean and std. The IDX files are checked first (fa_bench.data.idx)."""
+    root = os.path.abspath(root or default_root())
+    idx.prepare(cls, root, download)
+    train = cls(root, train=True, download=False)
+    test = cls(root, train=False, download=False)
     x_tr = train.data.unsqueeze(1).float().div_(255)
     x_te = test.data.unsqueeze(1).float().div_(255)
     if normalize:
@@ -42,6 +56,23 @@ def mnist(root=None, download=True, normalize=False, n_train=None, n_test=None):
         x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
     return _subset(DataBundle(x_tr, train.targets.clone(), x_te, test.targets.clone(), "classification", 10),
                    n_train, n_test)
+
+
+@register
+def mnist(root=None, download=True, normalize=False, n_train=None, n_test=None):
+    """MNIST as (N, 1, 28, 28) floats in [0, 1] (optionally standardised with the train mean/std)."""
+    import torchvision
+
+    return _idx_set(torchvision.datasets.MNIST, root, download, normalize, n_train, n_test)
+
+
+@register
+def fashion_mnist(root=None, download=True, normalize=False, n_train=None, n_test=None):
+    """Fashion-MNIST (Xiao et al. 2017), same layout and arguments as mnist, read from
+    <root>/FashionMNIST/raw/ (torchvision's folder name)."""
+    import torchvision
+
+    return _idx_set(torchvision.datasets.FashionMNIST, root, download, normalize, n_train, n_test)
 
 
 def _cifar(cls, root, download, n_classes, n_train, n_test, whiten, zca_epsilon):
