@@ -1,4 +1,5 @@
-"""Data sets as tensors on the training device. Adding one: a loader under @register here (or in a
+"""Data sets as tensors on the training device (DataBundle), or streamed from disk in batches
+(StreamingData: image trees too large for memory). Adding one: a loader under @register here (or in a
 module imported below), plus conf/dataset/<name>.yaml whose keys are its arguments."""
 from __future__ import annotations
 
@@ -32,11 +33,51 @@ class DataBundle:
         return self
 
 
+class StreamingData:
+    """A classification set read from disk batch by batch (ImageNet does not fit in memory).
+
+    The interface the trainer uses, and nothing else:
+
+    - ``task`` ("classification"), ``n_outputs``, ``input_shape`` (C, H, W), ``n_train``, ``n_test``;
+    - ``train_loader(epoch, generator_seed, batch_size)``: an iterable of CPU ``(x, y)`` batches, every
+      training example once (a final short batch kept). ``generator_seed`` is read as the run seed:
+      the order comes from ``derive_seed(generator_seed, "order") + epoch`` (a RandomSampler, or a
+      DistributedSampler with ``set_epoch`` when torch.distributed is initialised, chosen on each
+      iteration), and each example's random transform from (run seed, epoch, example index), so the
+      same arguments give the same batches whatever ``num_workers`` is, and another epoch another
+      order and other crops. The epoch is applied when the iterable is iterated, so a returned
+      iterable stays valid after later calls. Workers persist across epochs (one DataLoader per
+      batch size), pinned memory when CUDA is available;
+    - ``test_loader(batch_size)``: the test split in file order, no randomness;
+    - ``to(device)`` records the device (batches stay on the CPU; the trainer moves them) and returns self.
+    """
+
+    task = "classification"
+
+    def __init__(self, train_set, test_set, n_outputs: int, input_shape: tuple, num_workers: int = 2):
+        from fa_bench.data.streaming import Loaders  # torch.utils.data machinery, kept apart
+
+        self.n_outputs, self.input_shape = int(n_outputs), tuple(input_shape)
+        self.n_train, self.n_test = len(train_set), len(test_set)
+        self.device = torch.device("cpu")
+        self._loaders = Loaders(train_set, test_set, num_workers)
+
+    def to(self, device):
+        self.device = torch.device(device)
+        return self
+
+    def train_loader(self, epoch: int, generator_seed: int, batch_size: int):
+        return self._loaders.train(int(epoch), int(generator_seed), int(batch_size))
+
+    def test_loader(self, batch_size: int):
+        return self._loaders.test(int(batch_size))
+
+
 def default_root() -> str:
     return os.environ.get("FA_DATA", "./data")
 
 
-def load_dataset(name: str, device="cpu", **kwargs) -> DataBundle:
+def load_dataset(name: str, device="cpu", **kwargs) -> DataBundle | StreamingData:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name](**kwargs).to(device)
@@ -54,4 +95,4 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None, device, 
     return order.split(batch_size)
 
 
-from fa_bench.data import synthetic, vision  # noqa: E402,F401  (register)
+from fa_bench.data import imagefolder, synthetic, vision  # noqa: E402,F401  (register)
