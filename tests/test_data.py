@@ -11,7 +11,7 @@ import torch
 
 from fa_bench.config import compose_config
 from fa_bench.data import batches, fake, idx, load_dataset
-from fa_bench.data.errors import DataConfigError, DataCorruptError, DataNotFoundError
+from fa_bench.data.errors import DataConfigError, DataCorruptError, DataFileNotFoundError
 from fa_bench.run import run
 
 
@@ -49,7 +49,7 @@ def test_cifar_code_path_on_the_session_files(fake_cifar_accepted, name):
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST"),
                                           ("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")])
 def test_missing_data_set_says_where_it_looked_and_what_to_get(tmp_path, name, folder):
-    with pytest.raises(DataNotFoundError) as info:
+    with pytest.raises(DataFileNotFoundError) as info:
         load_dataset(name, root=str(tmp_path), download=False)
     msg = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
@@ -67,7 +67,7 @@ def test_missing_data_set_says_where_it_looked_and_what_to_get(tmp_path, name, f
 def test_only_the_missing_files_are_named(tmp_path):
     fake.write_mnist_like(tmp_path, n_train=20, n_test=10)
     (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
-    with pytest.raises(DataNotFoundError, match="missing t10k-labels-idx1-ubyte. Set FA_DATA"):
+    with pytest.raises(DataFileNotFoundError, match="missing t10k-labels-idx1-ubyte. Set FA_DATA"):
         load_dataset("mnist", root=str(tmp_path), download=False)
 
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from fa_bench.config import compose_config
 from fa_bench.data import StreamingData, load_dataset
-from fa_bench.data.errors import DataConfigError, DataNotFoundError
+from fa_bench.data.errors import DataConfigError, DataFileNotFoundError
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -74,11 +74,11 @@ def test_random_crops_do_not_depend_on_worker_processes(tree):
 
 
 def test_missing_tree_says_what_to_build(tmp_path):
-    with pytest.raises(DataNotFoundError) as info:
+    with pytest.raises(DataFileNotFoundError) as info:
         load_dataset("imagefolder", path=str(tmp_path / "nope"), size=16)
     msg = str(info.value)
     assert str(tmp_path / "nope" / "train") in msg and "one sub-folder per class" in msg and "dataset.path=" in msg
-    with pytest.raises(DataNotFoundError) as info:
+    with pytest.raises(DataFileNotFoundError) as info:
         load_dataset("imagenet", root=str(tmp_path))
     msg = str(info.value)
     assert str(tmp_path / "imagenet") in msg and "FA_DATA" in msg and "ILSVRC2012_img_train.tar" in msg
@@ -87,7 +87,7 @@ def test_missing_tree_says_what_to_build(tmp_path):
 def test_empty_class_tree_and_class_count_mismatch(tree, tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "val").mkdir()
-    with pytest.raises(DataNotFoundError, match="image tree not usable"):
+    with pytest.raises(DataFileNotFoundError, match="image tree not usable"):
         load_dataset("imagefolder", path=str(tmp_path), size=16)
     with pytest.raises(DataConfigError, match="dataset.n_classes=1000 but .* holds 3 class folders"):
         load_dataset("imagenet", path=str(tree), size=16)

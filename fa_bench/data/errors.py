@@ -2,7 +2,7 @@
 traceback). Each is a subclass of the built-in a caller would already catch."""
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataFileNotFoundError(FileNotFoundError):
     """A data set's folder or files are missing: the message names where it looked and what to get."""
 
     def __init__(self, message: str):

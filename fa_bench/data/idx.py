@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from fa_bench.data.errors import DataCorruptError, DataNotFoundError
+from fa_bench.data.errors import DataCorruptError, DataFileNotFoundError
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 OFFICIAL_COUNT = {"train": 60000, "t10k": 10000}
@@ -54,7 +54,7 @@ def prepare(cls, root: str, download: bool) -> Path:
         _extract_archives(raw)
     missing = _missing(raw)
     if missing:
-        raise DataNotFoundError(missing_message(cls, root, raw, missing, download, download_error))
+        raise DataFileNotFoundError(missing_message(cls, root, raw, missing, download, download_error))
     counts = {name: check_file(cls.__name__, raw / name) for name in FILES}
     for split in OFFICIAL_COUNT:
         n_img, n_lab = counts[f"{split}-images-idx3-ubyte"], counts[f"{split}-labels-idx1-ubyte"]
@@ -84,7 +84,7 @@ def _extract_archives(raw: Path):
         except (OSError, EOFError) as err:
             tmp.unlink(missing_ok=True)
             if isinstance(err, PermissionError):
-                raise DataNotFoundError(
+                raise DataFileNotFoundError(
                     f"cannot extract {archive.resolve()} into {raw.resolve()}: the folder is not writable "
                     f"({err}). Run `gunzip -k` on the .gz files in a folder you can write to, or copy them "
                     f"there, and point FA_DATA (or data.root=) at its parent of <name>/raw.") from err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from fa_bench.data import StreamingData, default_root, register
-from fa_bench.data.errors import DataConfigError, DataCorruptError, DataNotFoundError
+from fa_bench.data.errors import DataConfigError, DataCorruptError, DataFileNotFoundError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,7 +22,7 @@ def transforms(size: int, mean, std):
     return train, evaluate
 
 
-def _missing(path: str, problem: str, imagenet: bool) -> DataNotFoundError:
+def _missing(path: str, problem: str, imagenet: bool) -> DataFileNotFoundError:
     where = ("set FA_DATA (or pass data.root=...) to the folder holding imagenet/, or dataset.path=... to the "
              "tree itself" if imagenet else "pass dataset.path=... (the folder holding train/ and val/)")
     msg = (f"image tree not usable: {problem} (looked in {path}). It must hold train/ and val/, each with one "
@@ -33,7 +33,7 @@ def _missing(path: str, problem: str, imagenet: bool) -> DataNotFoundError:
                 "https://image-net.org (registration needed), extract the training tar's per-class tars into "
                 "train/<wnid>/, and sort the validation images into val/<wnid>/ (e.g. with valprep.sh from "
                 "the pytorch/examples imagenet folder).")
-    return DataNotFoundError(msg)
+    return DataFileNotFoundError(msg)
 
 
 def _tree(path, size, mean, std, num_workers, n_classes, imagenet) -> StreamingData:

@@ -4,7 +4,7 @@ import os
 import torch
 
 from fa_bench.data import DataBundle, default_root, idx, register
-from fa_bench.data.errors import DataNotFoundError, check_count
+from fa_bench.data.errors import DataFileNotFoundError, check_count
 from fa_bench.data.whitening import check as check_whitening
 from fa_bench.data.whitening import whiten as apply_whitening
 
@@ -21,7 +21,7 @@ def _torchvision_set(cls, root, train, download):
         return cls(root, train=train, download=download)
     except (RuntimeError, OSError) as err:  # torchvision: "Dataset not found or corrupted", or a refused download
         folder, archive = CIFAR_FOLDERS.get(cls.__name__, (cls.__name__, cls.__name__))
-        raise DataNotFoundError(
+        raise DataFileNotFoundError(
             f"{cls.__name__} not found or corrupted: looked in {os.path.join(root, folder)} (data root {root}). "
             f"Set FA_DATA (or pass data.root=...) to the folder that holds {folder}/, or download {archive} "
             f"from https://www.cs.toronto.edu/~kriz/ and extract it there (it unpacks into {folder}/; a "
