@@ -1,4 +1,13 @@
-"""Run folders -> tidy, committed results (SPEC §3): runs.csv, curves.csv and meta.json per experiment."""
+"""Run folders -> tidy, committed results (SPEC §3): runs.csv, curves.csv and meta.json per experiment.
+
+runs.csv has one row per run: summary.json's plain fields (rule, seed, status, ..., `model` being the
+registry name, e.g. `mlp`), `budget_<key>`, `final_<metric>`, `setting` (the overrides other than rule
+and seed that differ across the runs, comma-joined) and, for runs that recorded them,
+`choice_<group>`: the config-group option Hydra composed the run from (summary.json "choices"), e.g.
+`choice_model=nokland_2x800_tanh`, `choice_cell`, `choice_dataset`, `choice_rule`, `choice_trainer`,
+`choice_optimizer`, `choice_metrics`, `choice_experiment`. Runs without choices (the Python API, older
+run folders) leave those columns empty; results collected before choices existed lack them.
+"""
 from __future__ import annotations
 
 import json
@@ -14,6 +23,7 @@ CURVE_RUN_COLUMNS = ["rule", "seed", "setting", "status", "commit"]
 # further per-run tables some runs write (the spiking network's raster and PSP traces): concatenated
 # over runs into results/<experiment>/<name>, each row tagged with its run's rule and seed
 EXTRA_TABLES = ("traces.csv",)
+CHOICE_PREFIX = "choice_"  # runs.csv column of each Hydra config-group choice: choice_<group>
 
 
 def read_table(path: Path | str) -> pd.DataFrame:
@@ -22,6 +32,9 @@ def read_table(path: Path | str) -> pd.DataFrame:
                         na_values={"value": ["nan", "NaN", ""]})
     if "value" in table:  # a column that held only text would otherwise stay text
         table["value"] = pd.to_numeric(table["value"], errors="coerce")
+    for column in table.columns:  # option names, even one that looks like a number
+        if column.startswith(CHOICE_PREFIX):
+            table[column] = table[column].astype(str)
     return table
 
 
@@ -75,6 +88,7 @@ def load_runs(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
         row.update({f"budget_{k}": v for k, v in (summary.get("budget") or {}).items()})
         row.update({f"final_{k}": v for k, v in (summary.get("final") or {}).items()})
         row["setting"] = setting
+        row.update({f"{CHOICE_PREFIX}{k}": str(v) for k, v in (summary.get("choices") or {}).items()})
         row["run_dir"] = str(run_dir)
         runs.append(row)
         metrics_path = run_dir / "metrics.csv"
@@ -85,6 +99,8 @@ def load_runs(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
                 m[k] = row.get(k)
             curves.append(m)
     runs_df = pd.DataFrame(runs)
+    choices = [c for c in runs_df.columns if c.startswith(CHOICE_PREFIX)]
+    runs_df[choices] = runs_df[choices].fillna("")  # a run that recorded no choice for that group
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     return runs_df, curves_df
 

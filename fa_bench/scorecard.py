@@ -1,6 +1,10 @@
-"""Score committed results against the papers' claims (fa_bench/claims.yaml) into results/SCORECARD.md."""
+"""Score committed results against the papers' claims (fa_bench/claims.yaml) into results/SCORECARD.md.
+
+The papers' numbers come from fa_bench/papers/: claims.yaml names them (`paper_value: <paper>/<name>`)
+or has whole tables' claims generated from them (`table_claims: <paper>/<table>`)."""
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from importlib import resources
@@ -12,9 +16,73 @@ import yaml
 
 from fa_bench.collect import budget_text, read_table, select
 
+RULE_NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA"}  # as the papers' tables head their columns
+
+
+def paper_data(name: str):
+    """The module fa_bench/papers/<name>.py (a paper's reported numbers)."""
+    return importlib.import_module(f"fa_bench.papers.{name}")
+
+
+def _paper_value(ref: str) -> float:
+    paper, _, key = ref.partition("/")
+    values = paper_data(paper).VALUES
+    if key not in values:
+        raise KeyError(f"claims.yaml refers to {ref!r}, but fa_bench/papers/{paper}.py VALUES has no {key!r}")
+    return values[key]
+
+
+def _resolve(claim: dict) -> dict:
+    """A hand-written claim whose paper value is named, not typed: the number, and the text that quotes it."""
+    ref = claim.get("check", {}).get("paper_value")
+    if not isinstance(ref, str):
+        return claim
+    value = _paper_value(ref)
+    return {**claim, "paper": claim["paper"].format(paper_value=value),
+            "check": {**claim["check"], "paper_value": value}}
+
+
+def table_claims(entry: dict, tables: dict | None = None) -> list[dict]:
+    """One claim per field of a paper table (see the comment above `table_claims:` in claims.yaml).
+    ``tables`` stands in for the paper module's TABLES (tests perturb a copy)."""
+    paper, _, experiment = entry["table_claims"].partition("/")
+    spec = (paper_data(paper).TABLES if tables is None else tables)[experiment]
+    d = spec["decimals"]
+    claims = []
+    for cell, (label, fields) in spec["cells"].items():
+        for rule, field in fields.items():
+            where = f"{RULE_NAMES[rule]} on {label} ({spec['dataset']})"
+            select_ = {"rule": rule, "setting": f"cell={cell}"}
+            claim = {"id": f"{entry['id_prefix']}{cell.removeprefix('nokland_')}_{rule}", "experiment": experiment,
+                     "source": entry["source"]}
+            if field is None:
+                claim.update(paper=f"{where}: empty field, no convergence",
+                             check={"kind": "above", "select": select_, "metric": "train/error",
+                                    "threshold": spec["not_converged"]},
+                             reason=f"'no convergence' read as a final training error still above "
+                                    f"{spec['not_converged']:g} % (chance: {spec['chance']:g} %)")
+            else:
+                mean, sd, train = field
+                text = f"{where}: {mean:.{d}f} ± {sd:.{d}f} % test error"
+                if train is not None:
+                    text += f" ({train:.{d}f} % training error)"
+                claim.update(paper=text,
+                             check={"kind": "value", "select": select_, "metric": "test/error",
+                                    "paper_value": mean, "abs_tol": round(max(entry["min_tol"], 2 * sd), 6)},
+                             reason=entry["reason"])
+            if entry.get("budget_note"):
+                claim["budget_note"] = entry["budget_note"]
+            claims.append(claim)
+    return claims
+
 
 def load_claims() -> list[dict]:
-    return yaml.safe_load(resources.files("fa_bench").joinpath("claims.yaml").read_text())
+    """claims.yaml's claims in its order, with each `table_claims:` entry expanded in place."""
+    entries = yaml.safe_load(resources.files("fa_bench").joinpath("claims.yaml").read_text())
+    claims = []
+    for entry in entries:
+        claims += table_claims(entry) if "table_claims" in entry else [_resolve(entry)]
+    return claims
 
 
 def _per_seed(curves: pd.DataFrame, sel: dict, metric: str, at="end") -> pd.Series:
@@ -110,7 +178,7 @@ def write_scorecard(results_dir: Path) -> Path:
             budget = budget_text(meta)
         if claim.get("budget_note") and budget:
             budget += f"; **below the paper's budget**: {claim['budget_note']}"
-        rows.append(f"| {claim['id']} | {claim['source']} | {claim['paper']} | {ours} | {verdict} | "
+        rows.append(f"| {claim['id']} | {exp} | {claim['source']} | {claim['paper']} | {ours} | {verdict} | "
                     f"{claim['reason']} | {budget} |")
     passed = sum("| pass |" in r for r in rows)
     text = "\n".join([
@@ -119,10 +187,13 @@ def write_scorecard(results_dir: Path) -> Path:
         "Written by `make figures` from the committed `results/` data and `fa_bench/claims.yaml`; "
         "nothing here is typed by hand. Ours: mean ± sd over seeds (n).",
         "",
+        "Reproduce a row: `fa-run experiment=<name>`, with the row's experiment as <name>; it writes "
+        "`results/<name>/`, then `make figures` rescores.",
+        "",
         f"**{passed} of {len(rows)} claims pass.**",
         "",
-        "| claim | source | paper | ours | verdict | tolerance / why | budget |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| claim | experiment | source | paper | ours | verdict | tolerance / why | budget |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
     ])

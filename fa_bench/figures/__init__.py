@@ -1,40 +1,11 @@
-"""Figures from committed results alone. Adding one: a function under @figure("<experiment>") that
-reads results/<experiment>/ and writes its image there."""
+"""Figures from committed results alone. Adding one: a function under
+@fa_bench.figures.registry.figure("<experiment>") that reads results/<experiment>/ and writes its
+image there, in a module imported below."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # before any figure module imports pyplot: no display needed
 
-FIGURES: dict = {}
-
-
-def figure(experiment: str):
-    def deco(fn):
-        FIGURES[experiment] = fn
-        return fn
-    return deco
-
-
-def make_figure(experiment: str, results_dir: Path | str) -> list[Path]:
-    """Draw the figure(s) of one experiment from ``results_dir/<experiment>``; returns the files written."""
-    folder = Path(results_dir) / experiment
-    if experiment not in FIGURES:
-        return []
-    return FIGURES[experiment](folder)
-
-
-def make_all(results_dir: Path | str) -> list[Path]:
-    """Every experiment folder under ``results_dir``: its summary table, and its figure if it has one."""
-    from fa_bench.tables import write_summary_table
-
-    written = []
-    for folder in sorted(p.parent for p in Path(results_dir).glob("*/runs.csv")):
-        written.append(write_summary_table(folder))
-        written += make_figure(folder.name, results_dir)
-    return written
-
-
-from fa_bench.figures import lillicrap, lillicrap_fig4, nokland  # noqa: F401  (register)
+from fa_bench.figures.registry import FIGURES, figure, make_all, make_figure  # noqa: E402,F401
+from fa_bench.figures import lillicrap, lillicrap_fig4, nokland  # noqa: E402,F401  (register)

@@ -6,8 +6,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from fa_bench.collect import read_table, select
-from fa_bench.figures import figure
 from fa_bench.figures.common import RULE_STYLE, mean_band, provenance
+from fa_bench.figures.registry import figure
 
 
 @figure("lillicrap_fig2")

@@ -13,73 +13,18 @@ import numpy as np
 import pandas as pd
 
 from fa_bench.collect import read_table, select
-from fa_bench.figures import figure
 from fa_bench.figures.common import RULE_STYLE, mean_band, provenance
+from fa_bench.figures.registry import figure
+from fa_bench.papers.nokland2016 import TABLES, VALUES
 
 log = logging.getLogger(__name__)
 
 RULES = ("bp", "fa", "dfa")
 
-# The paper's tables: cell -> (row label, {rule: (test error %, sd, training error % or None) or None});
-# None: an empty field, "no convergence". Training errors are given where above 0.01 % (Table 1) or
-# 0.1 % (Tables 2, 3). Our runs count as not converged when their final training error is at or above
-# `not_converged`, well above any training error the paper reports and still near chance
-# (dropout keeps CIFAR-100's training error at 67-77 % in the paper).
-PAPER = {
-    "nokland_table1": {
-        "title": "Table 1: MNIST test error", "file": "table1.md", "decimals": 2, "train_shown_above": 0.01,
-        "chance": 90.0, "not_converged": 50.0,
-        "cells": {
-            "nokland_7x240_tanh": ("7x240 Tanh", {"bp": (2.16, 0.13, None), "fa": (2.20, 0.13, 0.02),
-                                                 "dfa": (2.32, 0.15, 0.03)}),
-            "nokland_100x240_tanh": ("100x240 Tanh", {"bp": None, "fa": None, "dfa": (3.92, 0.09, 0.12)}),
-            "nokland_1x800_tanh": ("1x800 Tanh", {"bp": (1.59, 0.04, None), "fa": (1.68, 0.05, None),
-                                                 "dfa": (1.68, 0.05, None)}),
-            "nokland_2x800_tanh": ("2x800 Tanh", {"bp": (1.60, 0.06, None), "fa": (1.64, 0.03, None),
-                                                 "dfa": (1.74, 0.08, None)}),
-            "nokland_3x800_tanh": ("3x800 Tanh", {"bp": (1.75, 0.05, None), "fa": (1.66, 0.09, None),
-                                                 "dfa": (1.70, 0.04, None)}),
-            "nokland_4x800_tanh": ("4x800 Tanh", {"bp": (1.92, 0.11, None), "fa": (1.70, 0.04, None),
-                                                 "dfa": (1.83, 0.07, 0.02)}),
-            "nokland_2x800_logistic": ("2x800 Logistic", {"bp": (1.67, 0.03, None), "fa": (1.82, 0.10, None),
-                                                         "dfa": (1.75, 0.04, None)}),
-            "nokland_2x800_relu": ("2x800 ReLU", {"bp": (1.48, 0.06, None), "fa": (1.74, 0.10, None),
-                                                 "dfa": (1.70, 0.06, None)}),
-            "nokland_2x800_tanh_do": ("2x800 Tanh + DO", {"bp": (1.26, 0.03, 0.18), "fa": (1.53, 0.03, 0.18),
-                                                          "dfa": (1.45, 0.07, 0.24)}),
-            "nokland_2x800_tanh_adv": ("2x800 Tanh + ADV", {"bp": (1.01, 0.08, None), "fa": (1.14, 0.03, None),
-                                                            "dfa": (1.02, 0.05, 0.12)}),
-        },
-    },
-    "nokland_table2": {
-        "title": "Table 2: CIFAR-10 test error", "file": "table2.md", "decimals": 1, "train_shown_above": 0.1,
-        "chance": 90.0, "not_converged": 80.0,
-        "cells": {
-            "nokland_1x1000_tanh": ("1x1000 Tanh", {"bp": (45.1, 0.7, 2.5), "fa": (46.4, 0.4, 3.2),
-                                                   "dfa": (46.4, 0.4, 3.2)}),
-            "nokland_3x1000_tanh": ("3x1000 Tanh", {"bp": (45.1, 0.3, 0.2), "fa": (47.0, 2.2, 0.3),
-                                                   "dfa": (47.4, 0.8, 2.3)}),
-            "nokland_3x1000_tanh_do": ("3x1000 Tanh + DO", {"bp": (42.2, 0.2, 36.7), "fa": (46.9, 0.3, 48.9),
-                                                            "dfa": (42.9, 0.2, 37.6)}),
-            "nokland_conv_tanh": ("CONV Tanh", {"bp": (22.5, 0.4, None), "fa": (27.1, 0.8, 0.9),
-                                               "dfa": (26.9, 0.5, 0.2)}),
-        },
-    },
-    "nokland_table3": {
-        "title": "Table 3: CIFAR-100 test error", "file": "table3.md", "decimals": 1, "train_shown_above": 0.1,
-        "chance": 99.0, "not_converged": 95.0,
-        "cells": {
-            "nokland_1x1000_tanh": ("1x1000 Tanh", {"bp": (71.7, 0.2, 38.7), "fa": (73.8, 0.3, 37.5),
-                                                   "dfa": (73.8, 0.3, 37.5)}),
-            "nokland_3x1000_tanh": ("3x1000 Tanh", {"bp": (72.0, 0.3, 0.2), "fa": (75.3, 0.1, 0.5),
-                                                   "dfa": (75.9, 0.2, 3.1)}),
-            "nokland_3x1000_tanh_do": ("3x1000 Tanh + DO", {"bp": (69.8, 0.1, 66.8), "fa": (75.3, 0.2, 77.2),
-                                                            "dfa": (73.1, 0.1, 69.8)}),
-            "nokland_conv_tanh": ("CONV Tanh", {"bp": (51.7, 0.2, None), "fa": (60.5, 0.3, None),
-                                               "dfa": (59.0, 0.3, None)}),
-        },
-    },
-}
+# the paper's tables (fa_bench/papers/nokland2016.py), drawn here beside ours; the scorecard's table
+# claims are generated from the same dict
+PAPER = TABLES
+IFA_TEST_ERROR = VALUES["ifa_test_error"]
 
 
 def cell_of(setting) -> str:
@@ -92,8 +37,15 @@ def cell_of(setting) -> str:
 
 
 def _with_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Each row's cell: Hydra's recorded choice (runs.csv's choice_cell, collected since run folders
+    record it), else the cell=<name> override in `setting` (older results, curves.csv)."""
     df = df.copy()
-    df["cell"] = df["setting"].map(cell_of) if "setting" in df else ""
+    from_setting = df["setting"].map(cell_of) if "setting" in df else pd.Series("", index=df.index)
+    if "choice_cell" in df:
+        chosen = df["choice_cell"].fillna("").astype(str)
+        df["cell"] = chosen.where(chosen != "", from_setting)
+    else:
+        df["cell"] = from_setting
     return df
 
 
@@ -275,7 +227,7 @@ def ifa(folder: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     _error_band(ax, select(curves, "test/error", rule="ifa"), color="tab:purple", label="IFA test")
     _error_band(ax, select(curves, "train/error", rule="ifa"), color="tab:purple", ls="--", label="IFA train")
-    ax.axhline(3.9, color="0.5", ls=":", lw=1, label="paper: 3.9 % test error")
+    ax.axhline(IFA_TEST_ERROR, color="0.5", ls=":", lw=1, label=f"paper: {IFA_TEST_ERROR:g} % test error")
     ax.set(xlabel="epochs", ylabel="error (%)", yscale="log", title="indirect feedback alignment, 4x100 tanh")
     ax.legend(frameon=False, fontsize=7)
     return _save(fig, folder, "ifa.png", f"; bands: ±1 sd over seeds; errors of 0 drawn at {ERROR_FLOOR} %")

@@ -1,0 +1,147 @@
+"""Each paper's numbers live in one place (fa_bench/papers/): the figures' tables and the scorecard's
+claims read them from there, so they agree on every paper value; and the scorecard names each row's
+experiment, with the command that reproduces it."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import fa_bench.figures.nokland as nokland_figures
+from fa_bench.figures import lillicrap_fig4, make_all, make_figure
+from fa_bench.papers import nokland2016
+from fa_bench.scorecard import load_claims, write_scorecard
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = ("bp", "fa", "dfa")
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _claims_by_id() -> dict[str, dict]:
+    return {c["id"]: c for c in load_claims()}
+
+
+def _drawn_tables(tmp_path: Path) -> dict[str, dict[str, list[str]]]:
+    """Every Nøkland table as make_figure writes it (no runs of ours): {experiment: {row label: cells}}."""
+    tables = {}
+    for experiment in nokland2016.TABLES:
+        folder = tmp_path / experiment
+        folder.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([{"rule": "bp", "seed": 0, "setting": "cell=none", "status": "failed"}]).to_csv(
+            folder / "runs.csv", index=False)
+        (folder / "meta.json").write_text(json.dumps(
+            {"experiment": experiment, "git_commits": ["0" * 40], "seeds": [0], "devices": ["cpu"],
+             "budget": {"batch_size": [64], "epochs": [1], "examples_per_run": [64]}}))
+        text = make_figure(experiment, tmp_path)[0].read_text()
+        lines = [line for line in text.splitlines() if line.startswith("| ")]
+        header = [h.strip() for h in lines[0].strip("|").split("|")]
+        tables[experiment] = {cells[0]: dict(zip(header, cells)) for cells in
+                              ([c.strip() for c in line.strip("|").split(" | ")] for line in lines[1:])}
+    return tables
+
+
+def _disagreements(tmp_path: Path) -> list[str]:
+    """Every paper field the drawn tables and the scorecard's claims state differently."""
+    claims = _claims_by_id()
+    tables = _drawn_tables(tmp_path)
+    problems = []
+    for claim_entry in yaml.safe_load((REPO / "fa_bench" / "claims.yaml").read_text()):
+        if "table_claims" not in claim_entry:
+            continue
+        experiment = claim_entry["table_claims"].split("/")[1]
+        for cell, (label, fields) in nokland_figures.PAPER[experiment]["cells"].items():
+            for rule in RULES:
+                drawn = tables[experiment][label][f"{rule.upper()} paper"]
+                claim = claims.get(f"{claim_entry['id_prefix']}{cell.removeprefix('nokland_')}_{rule}")
+                if claim is None:
+                    problems.append(f"{experiment} {label} {rule}: no claim")
+                    continue
+                stated = claim["paper"].split(": ", 1)[1]
+                if drawn == "—":  # the paper's empty field: a no-convergence claim
+                    if claim["check"]["kind"] != "above" or "no convergence" not in stated:
+                        problems.append(f"{claim['id']}: table empty, claim {stated!r}")
+                elif [float(x) for x in NUMBER.findall(drawn)] != [float(x) for x in NUMBER.findall(stated)] \
+                        or claim["check"].get("paper_value") != float(NUMBER.findall(drawn)[0]):
+                    problems.append(f"{claim['id']}: table {drawn!r}, claim {stated!r} "
+                                    f"(paper_value {claim['check'].get('paper_value')})")
+    return problems
+
+
+def test_every_table_field_matches_its_claim(tmp_path):
+    assert _disagreements(tmp_path) == []
+
+
+def test_a_table_that_drifts_from_the_scorecard_is_caught(tmp_path, monkeypatch):
+    drifted = copy.deepcopy(nokland2016.TABLES)
+    label, fields = drifted["nokland_table2"]["cells"]["nokland_conv_tanh"]
+    fields["fa"] = (28.1, 0.8, 0.9)  # the figure's copy only: the claims still read 27.1
+    monkeypatch.setattr(nokland_figures, "PAPER", drifted)
+    problems = _disagreements(tmp_path)
+    assert len(problems) == 1 and problems[0].startswith("nokland_t2_conv_tanh_fa:"), problems
+
+
+def test_changing_the_paper_data_changes_table_and_claim_together(tmp_path, monkeypatch):
+    label, fields = nokland2016.TABLES["nokland_table1"]["cells"]["nokland_2x800_tanh"]
+    monkeypatch.setitem(nokland2016.TABLES["nokland_table1"]["cells"], "nokland_2x800_tanh",
+                        (label, {**fields, "bp": (1.23, 0.04, 0.5)}))
+    claim = _claims_by_id()["nokland_t1_2x800_tanh_bp"]
+    assert claim["check"]["paper_value"] == 1.23
+    assert claim["paper"] == "BP on 2x800 Tanh (MNIST): 1.23 ± 0.04 % test error (0.50 % training error)"
+    assert _drawn_tables(tmp_path)["nokland_table1"]["2x800 Tanh"]["BP paper"] == "1.23 ± 0.04 % (0.50 %)"
+    assert _disagreements(tmp_path) == []
+
+
+def test_claims_type_no_paper_number_of_their_own():
+    # a value claim names its number in fa_bench/papers/ or is generated from a paper table
+    for entry in yaml.safe_load((REPO / "fa_bench" / "claims.yaml").read_text()):
+        if "table_claims" in entry:
+            continue
+        value = entry["check"].get("paper_value")
+        assert value is None or isinstance(value, str), (entry["id"], value)
+    for claim in load_claims():
+        assert "{" not in claim["paper"], claim["id"]  # every quoted value filled in
+        if claim["check"]["kind"] == "value":
+            assert isinstance(claim["check"]["paper_value"], float), claim["id"]
+
+
+def test_figures_draw_the_values_the_claims_check():
+    claims = _claims_by_id()
+    assert lillicrap_fig4.PAPER_ERROR == claims["fig4_spiking_error"]["check"]["paper_value"]
+    assert nokland_figures.IFA_TEST_ERROR == claims["nokland_ifa_test_error"]["check"]["paper_value"]
+    assert f"{nokland_figures.IFA_TEST_ERROR:g} %" in claims["nokland_ifa_test_error"]["paper"]
+
+
+def test_an_unknown_paper_value_name_stops_with_its_name():
+    from fa_bench import scorecard
+
+    with pytest.raises(KeyError, match="lillicrap2016/nope"):
+        scorecard._resolve({"id": "x", "paper": "{paper_value:g}", "check": {"paper_value": "lillicrap2016/nope"}})
+
+
+def test_scorecard_rows_name_an_experiment_that_reproduces_them(tmp_path):
+    card = write_scorecard(tmp_path).read_text()
+    assert "reproduce a row: `fa-run experiment=<name>`" in card.lower()
+    header = next(line for line in card.splitlines() if line.startswith("| claim |"))
+    assert header.split(" | ")[1] == "experiment"
+    claims = load_claims()
+    for claim in claims:
+        row = next(line for line in card.splitlines() if line.startswith(f"| {claim['id']} |"))
+        assert row.split(" | ")[1] == claim["experiment"]
+        assert (REPO / "conf" / "experiment" / f"{claim['experiment']}.yaml").is_file(), claim["id"]
+
+
+def test_committed_results_redraw_byte_for_byte(tmp_path):
+    # every figure, table and the scorecard from the committed data alone, identical to the committed files
+    shutil.copytree(REPO / "results", tmp_path / "results")
+    written = make_all(tmp_path / "results") + [write_scorecard(tmp_path / "results")]
+    assert written
+    for path in written:
+        committed = REPO / "results" / path.relative_to(tmp_path / "results")
+        assert committed.is_file(), f"{committed} is drawn but not committed"
+        assert path.read_bytes() == committed.read_bytes(), f"{committed} differs from what make figures draws"
