@@ -73,31 +73,68 @@ def convert(model: nn.Module, rule: str | Rule = "fa", *, example_input: torch.T
     rule_obj = get_rule(rule, **rule_options) if isinstance(rule, str) else rule
     if not isinstance(rule_obj, Rule):
         raise TypeError(f"rule must be a rule name or a Rule, got {type(rule).__name__}")
-    report = ConversionReport(rule=rule_obj.name)
-    names = [n for n, m in model.named_modules() if _convertible(m)]
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer to convert")
-    if not rule_obj.uses_backward:  # checked before anything is swapped: a refusal leaves the model as it was
-        stray = [n for n, _ in model.named_parameters() if (n.rsplit(".", 1)[0] if "." in n else "") not in names]
-        if stray:
-            raise ValueError(f"rule {rule_obj.name!r} trains only converted layers, but the model has "
-                             f"other parameters: {stray}")
+    modules = dict(model.named_modules())
+    names = [n for n, m in modules.items() if _convertible(m)]
+    _refuse(model, rule_obj, names, modules, example_input)  # before anything is swapped
     shapes = None
     if rule_obj.needs_input_shapes and example_input is not None:
         shapes = _input_shapes(model, example_input, names)
-    modules = dict(model.named_modules())
+    report = ConversionReport(rule=rule_obj.name)
     layers = []
-    for name, module in modules.items():
-        if _convertible(module):
-            layers.append((name, swap_class(module)))
-            report.converted.append(name)
-        elif name and (not any(True for _ in module.children()) or module._parameters):
-            # leaves (activations, pooling, norms) and containers with weights of their own
-            # (e.g. MultiheadAttention's in_proj) train by plain autograd
-            report.left_on_backprop[name] = type(module).__name__
-    rule_obj.attach(layers, shapes)
+    saved = {name: _snapshot(modules[name]) for name in names}
+    try:
+        for name, module in modules.items():
+            if _convertible(module):
+                layers.append((name, swap_class(module)))
+                report.converted.append(name)
+            elif name and (not any(True for _ in module.children()) or module._parameters):
+                # leaves (activations, pooling, norms) and containers with weights of their own
+                # (e.g. MultiheadAttention's in_proj) train by plain autograd
+                report.left_on_backprop[name] = type(module).__name__
+        rule_obj.attach(layers, shapes)
+    except Exception:
+        # a refusal only the rule itself can find (a bad dfa `direct` layer, ifa's chain) must not leave
+        # the caller's model half converted either
+        for name, state in saved.items():
+            _restore(modules[name], state)
+        raise
     model.fa_report = report
     return model
+
+
+def _refuse(model, rule, names, modules, example_input):
+    """Every refusal convert can see before it touches the model, each with its reason."""
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer to convert")
+    convs = [n for n in names if isinstance(modules[n], nn.Conv2d)]
+    if convs and not rule.supports_conv:
+        raise ValueError(f"{rule.name} applies only to fully connected nets, but layers {convs} are "
+                         f"convolutions: {rule.conv_refusal}")
+    if convs and rule.needs_input_shapes and example_input is None:
+        raise ValueError(f"{rule.name} on a model with Conv2d layers ({convs}) needs the input shape of each "
+                         f"layer: pass example_input=<one batch> to fa_bench.convert")
+    wanted = rule.opts.get("output_layer")
+    if wanted is not None and wanted not in names:
+        raise ValueError(f"output_layer {wanted!r} is not a layer convert would convert; converted layers would be: {names}")
+    if not rule.uses_backward:
+        stray = [n for n, _ in model.named_parameters() if (n.rsplit(".", 1)[0] if "." in n else "") not in names]
+        if stray:
+            raise ValueError(f"rule {rule.name!r} trains only converted layers, but the model has "
+                             f"other parameters: {stray}")
+
+
+def _snapshot(module):
+    return module.__class__, dict(module.__dict__), dict(module._parameters), dict(module._buffers)
+
+
+def _restore(module, state):
+    cls, attrs, params, buffers = state
+    module.__class__ = cls
+    module.__dict__.clear()
+    module.__dict__.update(attrs)
+    # the saved attributes hold the live parameter and buffer dicts, mutated since: put back the copies
+    module.__dict__["_parameters"] = params
+    module.__dict__["_buffers"] = buffers
 
 
 def converted_layers(model: nn.Module) -> list[tuple[str, FeedbackLayer]]:

@@ -8,8 +8,6 @@ learns. No module hooks and no re-entrant ``backward()``: everything happens ins
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,7 +62,7 @@ class FeedbackLayer(nn.Module):
     record = None
 
     def forward(self, x):
-        return (_exact_backprop() if self.exact_bp else self.rule).forward(self, x)
+        return (EXACT_BACKPROP if self.exact_bp else self.rule).forward(self, x)
 
     def run_rule(self, x, rule):
         if not torch.is_grad_enabled():  # evaluation: no backward, so no feedback to prepare
@@ -154,11 +152,65 @@ class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
         return grad_w, grad_b
 
 
-@functools.cache
-def _exact_backprop():
-    from fa_bench.rules import get_rule  # local: the rules package imports this module
+class SeedStackedLinear(FeedbackLayer, nn.Module):
+    """S seeds' copies of one Linear layer in one module: weight (S, out, in), bias (S, out), and the
+    rule's feedback (S, ...) likewise; inputs are (S, batch, in).
 
-    return get_rule("bp")
+    Only the three primitives differ from FeedbackLinear (batched matrix products over the seed axis),
+    so every registered rule trains S seeds at once with its own unmodified algebra, and torch.optim
+    updates each seed's slice exactly as it would update that seed's own model: seed s of a stacked
+    layer is seed s's FeedbackLinear up to the rounding of bmm against mm. Built by
+    fa_bench.stacking.stack_models from S converted models, never by hand.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.bias = None if bias is None else nn.Parameter(bias)
+        self.n_seeds, self.out_features, self.in_features = weight.shape
+
+    def affine(self, x, weight, bias):
+        if bias is None:
+            return torch.bmm(x, weight.transpose(1, 2))
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    def propagate(self, grad_out, matrix, x):
+        return torch.bmm(grad_out, matrix)
+
+    def local_grads(self, grad_out, x):
+        grad_w = torch.bmm(grad_out.transpose(1, 2), x)
+        grad_b = grad_out.sum(1) if self.bias is not None else None
+        return grad_w, grad_b
+
+    def extra_repr(self):
+        return (f"seeds={self.n_seeds}, in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, rule={self.rule.name if self.rule is not None else 'unset'}")
+
+
+class _ExactBackprop:
+    """Plain backprop in the layer primitives: what ``exact_bp`` switches a layer to, so the probe and
+    the FGSM attack get the true gradient on the same forward pass. It lives here, not in rules/, so
+    the layers never import the rules that drive them (rules.bp.BP is the same algebra as a rule)."""
+
+    name = "exact_backprop"
+
+    def forward(self, layer, x):
+        return layer.run_rule(x, self)
+
+    def feedback_matrix(self, layer):
+        return layer.weight.detach()
+
+    def error_to_input(self, layer, grad_out, feedback, x):
+        return layer.propagate(grad_out, feedback, x)
+
+    def weight_grads(self, layer, grad_out, x):
+        return layer.local_grads(grad_out, x)
+
+    def feedback_grad(self, layer, grad_w):
+        return None
+
+
+EXACT_BACKPROP = _ExactBackprop()
 
 
 def swap_class(module: nn.Module) -> FeedbackLayer:

@@ -45,19 +45,28 @@ def preserved_state(model: nn.Module):
 
 
 class AlignmentProbe:
-    """Computes the layer metrics of one converted model; keeps the state that ``sign_flips`` needs."""
+    """Computes the layer metrics of one converted model; keeps the state that ``sign_flips`` needs.
+
+    On a seed-stacked model (fa_bench.stacking) every tensor carries the seeds along its leading axis:
+    ``measure_seeds`` gives each seed the rows its own run's probe would (units sampled from its own
+    seed, metrics of its own slices); the passes run once for every seed."""
 
     def __init__(self, model: nn.Module, loss_fn, neuron_sample: int = 0, seed: int = 0):
         self.model = model
         self.loss_fn = loss_fn
         self.layers = converted_layers(model)
         self.rule = self.layers[0][1].rule
+        self.seeds = self.rule.seeds if self.rule.seeds is not None else [seed]
+        self.stacked = self.rule.seeds is not None
         self.init_sign = {n: torch.sign(l.weight.detach()).clone() for n, l in self.layers}
         self.flipped = {n: torch.zeros_like(l.weight, dtype=torch.bool) for n, l in self.layers}
         # a fixed random sample of hidden units per layer whose own neuron_angle is logged (Lillicrap Fig. 5a)
-        g = seeded_generator(seed, "neuron_sample")
-        self.units = {n: torch.randperm(l.weight.shape[1], generator=g)[:neuron_sample].sort().values.tolist()
-                      for n, l in self.layers}
+        self.seed_units = []
+        for s in self.seeds:
+            g = seeded_generator(s, "neuron_sample")
+            self.seed_units.append({n: torch.randperm(l.weight.shape[-1], generator=g)[:neuron_sample].sort().values.tolist()
+                                    for n, l in self.layers})
+        self.units = self.seed_units[0]
 
     def _signals(self, x, target, exact: bool):
         """Teaching signal at each layer's output, and each layer's weight gradient, for one pass."""
@@ -66,7 +75,7 @@ class AlignmentProbe:
             layer.exact_bp = exact
         try:
             with torch.enable_grad():
-                loss = self.loss_fn(self.model(x), target).mean()
+                loss = self.loss_fn(self.model(x), target).mean(-1).sum()  # per seed, as training does
                 weights = [layer.weight for _, layer in self.layers]
                 grads = torch.autograd.grad(loss, weights, allow_unused=True)
             deltas = [layer.record.get("delta") for _, layer in self.layers]
@@ -77,36 +86,49 @@ class AlignmentProbe:
         return deltas, grads
 
     def measure(self, x, target) -> list[tuple[str, str, float]]:
-        """Rows of (metric name, layer name, value)."""
-        rows = []
+        """Rows of (metric name, layer name, value) of an unstacked model."""
+        return self.measure_seeds(x, target)[0]
+
+    def measure_seeds(self, x, target) -> list[list[tuple[str, str, float]]]:
+        """The rows of every seed (one list for an unstacked model)."""
+        S = len(self.seeds)
+        pick = (lambda t, s: t[s]) if self.stacked else (lambda t, s: t)  # noqa: E731
+        rows = [[] for _ in range(S)]
         rule = self.rule
         for i, (name, layer) in enumerate(self.layers):
-            W = layer.weight.detach()
+            W_all = layer.weight.detach()
             flipped = self.flipped[name]
-            flipped |= torch.sign(W) != self.init_sign[name]
-            rows.append(("sign_flips", name, float(flipped.double().mean())))
+            flipped |= torch.sign(W_all) != self.init_sign[name]
             if rule.has_feedback and rule.layerwise:
                 rule.refresh(layer)  # B that follows W (usf, frsf, brsf) must match this W, not last step's
                 # converted once here, not once per metric (the metrics' own casts are then no-ops)
-                W, B = W.double(), layer.feedback_weight.detach().double()
-                rows += [("weight_angle", name, M.angle(W, B)),
-                         ("sign_congruence", name, M.sign_congruence(W, B)),
-                         ("rel_error", name, M.rel_error(W, B))]
+                W_all, B_all = W_all.double(), layer.feedback_weight.detach().double()
+            for s in range(S):
+                rows[s].append(("sign_flips", name, float(pick(flipped, s).double().mean())))
+                if not (rule.has_feedback and rule.layerwise):
+                    continue
+                W, B = pick(W_all, s), pick(B_all, s)
+                rows[s] += [("weight_angle", name, M.angle(W, B)),
+                            ("sign_congruence", name, M.sign_congruence(W, B)),
+                            ("rel_error", name, M.rel_error(W, B))]
                 if i > 0:  # the first converted layer (module order) usually reads data, not hidden units
                     angles = M.neuron_angles(W, B)
-                    rows.append(("neuron_angle", name, float(angles.nanmean())))
-                    rows += [("neuron_angle", f"{name}:{j}", float(angles[j])) for j in self.units[name]]
+                    rows[s].append(("neuron_angle", name, float(angles.nanmean())))
+                    rows[s] += [("neuron_angle", f"{name}:{j}", float(angles[j])) for j in self.seed_units[s][name]]
         if not rule.uses_backward:
             return rows
         with preserved_state(self.model) as restore:
             d_rule, g_rule = self._signals(x, target, exact=False)
             restore()
             d_bp, g_bp = self._signals(x, target, exact=True)
-        for (name, _), dr, db, gr, gb in zip(self.layers, d_rule, d_bp, g_rule, g_bp):
-            # autograd hands zeros to a layer that nothing reaches (shallow's hidden layers): no signal
-            if dr is not None and db is not None and bool(dr.any()):
-                rows += [("delta_angle", name, M.batch_angle(dr, db)),
-                         ("norm_ratio", name, M.norm_ratio(db, dr))]
-            if gr is not None and gb is not None:
-                rows.append(("update_angle", name, M.angle(gr, gb)))
+        for (name, _), dr_all, db_all, gr_all, gb_all in zip(self.layers, d_rule, d_bp, g_rule, g_bp):
+            for s in range(S):
+                dr = None if dr_all is None else pick(dr_all, s)
+                db = None if db_all is None else pick(db_all, s)
+                # autograd hands zeros to a layer that nothing reaches (shallow's hidden layers): no signal
+                if dr is not None and db is not None and bool(dr.any()):
+                    rows[s] += [("delta_angle", name, M.batch_angle(dr, db)),
+                                ("norm_ratio", name, M.norm_ratio(db, dr))]
+                if gr_all is not None and gb_all is not None:
+                    rows[s].append(("update_angle", name, M.angle(pick(gr_all, s), pick(gb_all, s))))
         return rows

@@ -11,20 +11,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import fa_bench
+from fa_bench.config import conf_dir
 from fa_bench.data import DATASETS, load_dataset
 from fa_bench.losses import LOSSES, get_loss
 from fa_bench.models import MODELS, build_model, check_init
-from fa_bench.optim import OPTIMIZERS, build_optimizer
+from fa_bench.optim import OPTIMIZERS
 from fa_bench.records import MetricsWriter, git_info, write_summary
 from fa_bench.rules import RULES, get_rule
 from fa_bench.seeding import derive_seed, generator
 from fa_bench.sparsity import sparsify
+from fa_bench.engines.autograd import PhaseSchedule, RuleEngine
+from fa_bench.optim import build_optimizer as _build_optimizer
 from fa_bench.spiking import train_spiking
-from fa_bench.trainer import PhaseSchedule, TrainConfig, train
+from fa_bench.stacking import seed_axis_loss, stack_models, stack_refusal
+from fa_bench.trainer import TrainConfig, train_loop
 from fa_bench.tsne import save_activations
 
 log = logging.getLogger(__name__)
-
 
 
 class ConfigError(ValueError):
@@ -71,6 +74,7 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
         if cfg.rule.name != "fa":
             raise ConfigError(f"engine=spiking learns by feedback alignment only (rule=fa), got rule={cfg.rule.name}")
         _check_arguments("spiking", train_spiking, _spiking_kwargs(cfg))
+        _refuse_trainer_settings_for_spiking(cfg)
         return cfg
     try:
         get_rule(cfg.rule.name, **_rule_options(cfg))
@@ -83,6 +87,17 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from err
     return cfg
+
+
+def _refuse_trainer_settings_for_spiking(cfg):
+    """The spiking engine's schedule is spiking.{epochs, streams, eval_every}: a trainer.* or metrics.*
+    setting other than the defaults would be ignored, so it is an error instead."""
+    for group in ("trainer", "metrics"):
+        defaults = OmegaConf.load(Path(conf_dir()) / group / "default.yaml")
+        for key, value in _kwargs(cfg[group], drop=()).items():
+            if key != "progress" and value != defaults.get(key):
+                raise ConfigError(f"engine=spiking does not honour {group}.{key}={value!r}: its schedule is "
+                                  f"spiking.epochs, spiking.streams and spiking.eval_every, and it has no probe")
 
 
 def _kwargs(node, drop=("name",)) -> dict:
@@ -129,9 +144,12 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build(cfg: DictConfig, device):
-    """Data, converted model, loss and optimizer for a resolved config."""
-    data = load_dataset(cfg.dataset.name, device=device, **_data_kwargs(cfg))
+def build_data(cfg: DictConfig, device):
+    return load_dataset(cfg.dataset.name, device=device, **_data_kwargs(cfg))
+
+
+def build_model_on(cfg: DictConfig, data, device):
+    """The converted (and sparsified) model of a resolved config, checked against the data's inputs."""
     model = build_model(cfg.model.name, seed=int(cfg.seed), **_kwargs(cfg.model)).to(device)
     try:
         with torch.no_grad():
@@ -147,16 +165,27 @@ def build(cfg: DictConfig, device):
     except ValueError as err:
         raise ConfigError(str(err)) from err
     log.info("%s", model.fa_report)
-    optimizer = build_optimizer(model, cfg.optimizer.name, **_kwargs(cfg.optimizer))
-    return data, model, get_loss(cfg.loss), optimizer
+    return model
+
+
+def build_optimizer(cfg: DictConfig, model):
+    return _build_optimizer(model, cfg.optimizer.name, **_kwargs(cfg.optimizer))
+
+
+def build(cfg: DictConfig, device):
+    """Data, converted model, loss and optimizer for a resolved config."""
+    data = build_data(cfg, device)
+    model = build_model_on(cfg, data, device)
+    return data, model, get_loss(cfg.loss), build_optimizer(cfg, model)
 
 
 def _train_autograd(cfg, device, writer, out_dir):
     data, model, loss_fn, optimizer = build(cfg, device)
-    order = generator(int(cfg.seed), "order")
     torch.manual_seed(derive_seed(int(cfg.seed), "global"))  # dropout and anything else on the global stream
-    result = train(model, fa_bench.rule_of(model), data, loss_fn, optimizer, _train_config(cfg), writer, order,
-                   desc=f"{cfg.rule.name} seed {cfg.seed}", seed=int(cfg.seed))
+    tcfg = _train_config(cfg)
+    engine = RuleEngine(model, data, loss_fn, optimizer, tcfg, seeds=[int(cfg.seed)],
+                        orders=[generator(int(cfg.seed), "order")])
+    result = train_loop(engine, tcfg, [writer], desc=f"{cfg.rule.name} seed {cfg.seed}")[0]
     n = cfg.get("save_activations")
     if n and out_dir is not None and result.status == "completed":  # what Nøkland's Fig. 3 embeds
         save_activations(model, data.x_test[:n], data.y_test[:n], out_dir / "activations.npz")
@@ -185,16 +214,7 @@ def hydra_choices() -> dict[str, str]:
     return {k: str(v) for k, v in choices.items() if not k.startswith("hydra") and v is not None}
 
 
-def run(cfg: DictConfig, out_dir: Path | str | None, choices: dict | None = None) -> dict:
-    """Run one config; write metrics.csv, summary.json and the resolved config into ``out_dir``.
-
-    ``choices``: the config-group options the config was composed from (default: Hydra's, if any),
-    recorded in summary.json so collected tables can say which model/cell/dataset file ran."""
-    cfg = resolve_config(cfg)
-    out_dir = Path(out_dir) if out_dir is not None else None
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    device = pick_device(cfg.device)
+def _new_summary(cfg, device, choices) -> dict:
     summary = {
         "status": "failed", "experiment": cfg.get("experiment_name"), "rule": cfg.rule.name,
         "model": cfg.model.name, "dataset": cfg.dataset.name, "seed": int(cfg.seed),
@@ -208,18 +228,42 @@ def run(cfg: DictConfig, out_dir: Path | str | None, choices: dict | None = None
         spiking = _spiking_kwargs(cfg)
         summary["budget"] = {"epochs": spiking.get("epochs", 1), "max_steps": None,
                              "batch_size": spiking.get("streams", 16)}
+    return summary
+
+
+def _open_run_dir(cfg, out_dir) -> MetricsWriter:
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    writer = MetricsWriter(out_dir / "metrics.csv" if out_dir is not None else None)
+    return MetricsWriter(out_dir / "metrics.csv" if out_dir is not None else None)
+
+
+def _record_result(summary, result):
+    summary.update(status=result.status, final=result.final, steps=result.steps, examples=result.examples,
+                   epochs_run=result.epochs_run, stop_reason=result.stop_reason)
+    if result.status == "diverged":
+        log.warning("seed %s diverged at step %d; marked 'diverged' in summary.json", summary["seed"], result.steps)
+
+
+def _setup(cfg):
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    return pick_device(cfg.device)
+
+
+def run(cfg: DictConfig, out_dir: Path | str | None, choices: dict | None = None) -> dict:
+    """Run one config; write metrics.csv, summary.json and the resolved config into ``out_dir``.
+
+    ``choices``: the config-group options the config was composed from (default: Hydra's, if any),
+    recorded in summary.json so collected tables can say which model/cell/dataset file ran."""
+    cfg = resolve_config(cfg)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    device = _setup(cfg)
+    summary = _new_summary(cfg, device, choices)
+    writer = _open_run_dir(cfg, out_dir)
     start = time.perf_counter()
     try:
-        result = ENGINES[cfg.get("engine", "autograd")](cfg, device, writer, out_dir)
-        summary.update(status=result.status, final=result.final, steps=result.steps,
-                       examples=result.examples, epochs_run=result.epochs_run,
-                       stop_reason=getattr(result, "stop_reason", None))
-        if result.status == "diverged":
-            log.warning("run diverged at step %d; marked 'diverged' in summary.json", result.steps)
+        _record_result(summary, ENGINES[cfg.get("engine", "autograd")](cfg, device, writer, out_dir))
     except KeyboardInterrupt:
         summary["status"] = "interrupted"
         raise
@@ -232,3 +276,112 @@ def run(cfg: DictConfig, out_dir: Path | str | None, choices: dict | None = None
         if out_dir is not None:
             write_summary(out_dir / "summary.json", summary)
     return summary
+
+
+# --- seed groups: one job, several seeds -------------------------------------------------------------
+def seed_configs(cfg: DictConfig, seeds) -> list[DictConfig]:
+    """One config per seed: ``cfg`` with ``seed`` set (everything that interpolates it follows) and no
+    ``seeds`` list."""
+    out = []
+    for s in seeds:
+        if not (isinstance(s, int) and not isinstance(s, bool)):
+            raise ConfigError(f"seeds must be integers, got {s!r} in seeds={list(seeds)}")
+        c = cfg.copy()
+        with open_dict(c):
+            c.seed = s
+            c.seeds = None
+        out.append(c)
+    return out
+
+
+def batch_refusal(cfg: DictConfig) -> str | None:
+    """Why a resolved config's seeds cannot train as one seed-stacked job (None: they can). What only
+    the built model can tell (its modules) is checked by fa_bench.stacking.stack_refusal."""
+    if cfg.get("engine", "autograd") != "autograd":
+        return f"engine={cfg.engine}"
+    if not RULES[cfg.rule.name].seed_batchable:
+        return f"rule {cfg.rule.name!r} does not seed-batch"
+    if cfg.trainer.get("adversarial"):
+        return "trainer.adversarial (FGSM) runs one seed at a time"
+    if any((p or {}).get("rule") for p in cfg.trainer.get("phases") or []):
+        return "a phase that switches the rule runs one seed at a time"
+    if cfg.get("save_activations"):
+        return "save_activations writes one model's activations"
+    return None
+
+
+def run_seeds(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> list[dict]:
+    """Run every seed of ``cfg.seeds`` into ``out_dir/seed<s>/`` (ordinary run folders): as one
+    seed-stacked job when the config and model allow it, else one after another (logged once, with
+    the reason). Seed s's records are those of ``run`` with seed=s, to float rounding."""
+    out_dir = Path(out_dir)
+    seeds = list(cfg.seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be a list of distinct integers, got {seeds!r}")
+    configs = seed_configs(cfg, seeds)
+    resolved = [resolve_config(c) for c in configs]  # every seed's config is checked before any trains
+    choices = hydra_choices() if choices is None else choices
+    dirs = [out_dir / f"seed{s}" for s in seeds]
+    for d, s in zip(dirs, seeds):
+        _seed_overrides(out_dir, d, s)
+    reason = batch_refusal(resolved[0])
+    if reason is None:
+        device = _setup(resolved[0])
+        data = build_data(resolved[0], device)
+        probe_model = build_model_on(resolved[0], data, device)
+        reason = stack_refusal(probe_model)
+    if reason is not None:
+        log.info("seed batching off (%s): %d seeds run one after another", reason, len(seeds))
+        return [run(c, d, choices) for c, d in zip(configs, dirs)]
+    log.info("seed batching: %d seeds of rule %s in one stacked job", len(seeds), resolved[0].rule.name)
+    return _run_stacked(resolved, dirs, device, choices)
+
+
+def _seed_overrides(group_dir: Path, seed_dir: Path, seed: int):
+    """The seed folder's .hydra/overrides.yaml: the group's, with this seed in place of the list (what
+    collect reads to tell runs apart)."""
+    import yaml
+
+    src = group_dir / ".hydra" / "overrides.yaml"
+    overrides = (yaml.safe_load(src.read_text()) if src.is_file() else None) or []
+    mine = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in ("seed", "seeds")] + [f"seed={seed}"]
+    (seed_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    (seed_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(mine))
+
+
+def _run_stacked(configs, dirs, device, choices) -> list[dict]:
+    seeds = [int(c.seed) for c in configs]
+    summaries = [_new_summary(c, device, choices) for c in configs]
+    writers = [_open_run_dir(c, d) for c, d in zip(configs, dirs)]
+    start = time.perf_counter()
+    try:
+        kwargs = [_data_kwargs(c) for c in configs]
+        shared = all(k == kwargs[0] for k in kwargs)  # MNIST: one copy; a teacher per seed: one set each
+        datas = [build_data(configs[0], device)] if shared else [build_data(c, device) for c in configs]
+        models = [build_model_on(c, datas[0 if shared else i], device) for i, c in enumerate(configs)]
+        model = stack_models(models, seeds)
+        del models
+        optimizer = build_optimizer(configs[0], model)
+        loss_fn = seed_axis_loss(get_loss(configs[0].loss))
+        tcfg = _train_config(configs[0])
+        engine = RuleEngine(model, datas[0] if shared else datas, loss_fn, optimizer, tcfg, seeds=seeds,
+                            orders=[generator(s, "order") for s in seeds])
+        results = train_loop(engine, tcfg, writers, desc=f"{configs[0].rule.name} seeds {seeds[0]}..{seeds[-1]}")
+        for summary, result in zip(summaries, results):
+            _record_result(summary, result)
+            summary["seed_batch"] = seeds
+    except KeyboardInterrupt:
+        for summary in summaries:
+            summary["status"] = "interrupted"
+        raise
+    except Exception as err:
+        for summary in summaries:
+            summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        wall = time.perf_counter() - start
+        for writer, summary, d in zip(writers, summaries, dirs):
+            writer.close()
+            summary["wall_time"] = wall
+            write_summary(d / "summary.json", summary)
+    return summaries

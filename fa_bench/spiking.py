@@ -39,18 +39,16 @@ from __future__ import annotations
 
 import csv
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from fa_bench.data import DataBundle
 from fa_bench.records import MetricsWriter
 from fa_bench.seeding import DeviceStreams, derive_seed
 from fa_bench.seeding import generator as seeded_generator
-from fa_bench.trainer import TrainResult
+from fa_bench.trainer import Engine, TrainConfig, TrainResult, train_loop
 
 INPUT_MAX_P = 0.95  # input spike probability saturates here (Methods)
 DECAY_FLUSH = 1e-6  # apply accumulated weight decay once it is this large (well above float32 resolution)
@@ -288,6 +286,74 @@ def _check_args(data: DataBundle, sizes, n_classes, streams, steps_per_image, te
         raise ValueError(f"trace_at are fractions of training in [0, 1], got {tuple(trace_at)}")
 
 
+class SpikingEngine(Engine):
+    """Lillicrap's Fig. 4 network under the one training loop: a batch is one image per stream, shown
+    for ``steps_per_image`` time steps with plasticity on (the `step` column counts time steps, the
+    cadence counts training images). Test error comes with plasticity off; a non-finite state stops
+    the run as diverged. The network learns without loss or probe, so it honours no other trainer option."""
+
+    name = "spiking"
+    eval_unit = "examples"
+    honours = frozenset()
+
+    def __init__(self, data: DataBundle, *, seed, sizes, n_classes, tau, steps_per_image, test_steps, streams,
+                 lr, weight_decay, w_scale, b_scale, eval_n, readout, trace_at, trace_steps, trace_neurons,
+                 epochs, trace_path, device):
+        self.seed, self.streams, self.steps_per_image, self.test_steps = seed, streams, steps_per_image, test_steps
+        self.readout, self.trace_path = readout, trace_path
+        self.step_size = steps_per_image
+        device = torch.device(device) if device is not None else data.x_train.device
+        self.net = SpikingNet(sizes, n_classes, seed=seed, tau=tau, lr=lr, weight_decay=weight_decay,
+                              w_scale=w_scale, b_scale=b_scale, device=device)
+        self.x_train, self.y_train = data.x_train.flatten(1).to(device), data.y_train.to(device)
+        self.x_test, self.y_test = data.x_test.flatten(1).to(device), data.y_test.to(device)
+        if eval_n is not None:
+            self.x_test, self.y_test = self.x_test[:eval_n], self.y_test[:eval_n]
+        self.n = self.x_train.shape[0]
+        total_steps = epochs * self.steps_per_epoch() * steps_per_image
+        self.tracer = TraceRecorder(self.net, seed, [float(p) for p in trace_at], total_steps, steps_per_image,
+                                    trace_steps, trace_neurons)
+        self.order_gen = seeded_generator(seed, "spiking/order")
+        self.spike_gen = DeviceStreams(seed, "spiking/spikes")(device)
+        self.state = self.net.init_state(streams)
+        self.device = device
+        self.time_step = self.examples = 0
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.n / self.streams)
+
+    def epoch_batches(self, epoch):
+        return torch.randperm(self.n, generator=self.order_gen).to(self.device).split(self.streams)
+
+    def batch_examples(self, idx) -> int:
+        return len(idx)
+
+    @torch.no_grad()
+    def train_step(self, idx) -> dict:
+        xb, yb = self.x_train[idx], self.y_train[idx]
+        hook = self.tracer.hook(self.time_step, self.steps_per_image, self.examples, self.state, yb)
+        guess = present(self.net, self.state.narrow(len(idx)), xb, yb, self.steps_per_image, True,
+                        self.spike_gen, self.readout, on_step=hook)
+        self.time_step += self.steps_per_image
+        self.examples += len(idx)
+        return {"y": yb[None], "pred": guess[None]}
+
+    def broken(self, seeds):
+        if seeds and not (self.net.finite() and self.state.finite()):
+            return {0: "the network's weights or potentials are not finite"}
+        return {}
+
+    def evaluate(self, seeds):
+        if not seeds:
+            return {}
+        return {0: {"error": evaluate_spiking(self.net, self.x_test, self.y_test, steps=self.test_steps,
+                                              readout=self.readout, seed=self.seed)}}
+
+    def finish(self):
+        if self.trace_path is not None:
+            self.tracer.write(self.trace_path)
+
+
 def train_spiking(data: DataBundle, writer: MetricsWriter, *, seed=0, sizes=(784, 1500, 1500, 1500, 1000),
                   n_classes=10, tau=0.9, steps_per_image=5, test_steps=5, streams=16, epochs=1, lr=1e-3,
                   weight_decay=1e-8, w_scale=0.05, b_scale=0.1, eval_every=10000, eval_n=None,
@@ -303,64 +369,10 @@ def train_spiking(data: DataBundle, writer: MetricsWriter, *, seed=0, sizes=(784
     """
     _check_args(data, sizes, n_classes, streams, steps_per_image, test_steps, epochs, eval_every, readout,
                 trace_at, trace_steps)
-    start = time.perf_counter()
-    device = torch.device(device) if device is not None else data.x_train.device
-    net = SpikingNet(sizes, n_classes, seed=seed, tau=tau, lr=lr, weight_decay=weight_decay,
-                     w_scale=w_scale, b_scale=b_scale, device=device)
-    x_train, y_train = data.x_train.flatten(1).to(device), data.y_train.to(device)
-    x_test, y_test = data.x_test.flatten(1).to(device), data.y_test.to(device)
-    if eval_n is not None:
-        x_test, y_test = x_test[:eval_n], y_test[:eval_n]
-    n = x_train.shape[0]
-    slots_per_epoch = math.ceil(n / streams)
-    total_steps = epochs * slots_per_epoch * steps_per_image
-    tracer = TraceRecorder(net, seed, [float(p) for p in trace_at], total_steps, steps_per_image,
-                           trace_steps, trace_neurons)
-    order_gen = seeded_generator(seed, "spiking/order")
-    spike_gen = DeviceStreams(seed, "spiking/spikes")(device)
-    state = net.init_state(streams)
-    step = examples = epoch = 0
-    window = {"n": 0, "wrong": 0}
-    status = "completed"
-    last_eval = None
-
-    def log_eval():
-        nonlocal status, last_eval
-        if window["n"]:
-            writer.log(step, epoch, examples, "train", "error", 100.0 * float(window["wrong"]) / window["n"])
-            window.update(n=0, wrong=0)
-        if not (net.finite() and state.finite()):
-            status = "diverged"
-        else:
-            error = evaluate_spiking(net, x_test, y_test, steps=test_steps, readout=readout, seed=seed)
-            writer.log(step, epoch, examples, "test", "error", error)
-        writer.flush()
-        last_eval = examples
-
-    log_eval()
-    next_eval = eval_every
-    bar = tqdm(total=epochs * n, desc="spiking", disable=not progress, mininterval=1.0, leave=False)
-    with torch.no_grad():
-        while epoch < epochs and status == "completed":
-            for idx in torch.randperm(n, generator=order_gen).to(device).split(streams):
-                xb, yb = x_train[idx], y_train[idx]
-                guess = present(net, state.narrow(len(idx)), xb, yb, steps_per_image, True, spike_gen,
-                                readout, on_step=tracer.hook(step, steps_per_image, examples, state, yb))
-                window["n"] += len(idx)
-                window["wrong"] = window["wrong"] + (guess != yb).sum()
-                step += steps_per_image
-                examples += len(idx)
-                bar.update(len(idx))
-                if examples >= next_eval:
-                    next_eval += eval_every * math.ceil((examples - next_eval + 1) / eval_every)
-                    log_eval()
-                    if status != "completed":
-                        break
-            epoch += 1
-    bar.close()
-    if status == "completed" and last_eval != examples:
-        log_eval()
-    if trace_path is not None:
-        tracer.write(trace_path)
-    writer.flush()
-    return TrainResult(status, step, examples, epoch, time.perf_counter() - start, writer.final())
+    engine = SpikingEngine(data, seed=seed, sizes=sizes, n_classes=n_classes, tau=tau,
+                           steps_per_image=steps_per_image, test_steps=test_steps, streams=streams, lr=lr,
+                           weight_decay=weight_decay, w_scale=w_scale, b_scale=b_scale, eval_n=eval_n,
+                           readout=readout, trace_at=trace_at, trace_steps=trace_steps,
+                           trace_neurons=trace_neurons, epochs=epochs, trace_path=trace_path, device=device)
+    cfg = TrainConfig(epochs=epochs, batch_size=streams, eval_every=eval_every, metrics_every=0, progress=progress)
+    return train_loop(engine, cfg, [writer], desc="spiking")[0]

@@ -1,23 +1,26 @@
-"""One tight training loop for every rule, model and data set (data on the device, no DataLoader)."""
+"""The one training loop every engine plugs into.
+
+``train_loop`` owns the schedule: the step budget (epochs, max_steps), the evaluation and probe
+cadence, training phases, early stops (divergence, trainer.stop_train_error), the training window,
+the records and the progress bar. An engine (``Engine``: fa_bench.engines) owns what a step, an
+evaluation and a probe are: a model under a rule (one seed, or S seeds stacked along a leading axis),
+or Lillicrap's spiking network. Every engine trains S >= 1 seeds at once, each with its own writer,
+status and stop, so one seed-batched job writes exactly the records S separate runs would.
+"""
 from __future__ import annotations
 
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 
 import torch
 from tqdm.auto import tqdm
 
 from fa_bench import metrics as M
 from fa_bench.adversarial import FGSM
-from fa_bench.convert import convert, rule_of
-from fa_bench.data import DataBundle, batches
-from fa_bench.probe import AlignmentProbe
 from fa_bench.records import MetricsWriter
-from fa_bench.rules import get_rule
-from fa_bench.seeding import generator as seeded_generator
-from fa_bench.sparsity import masked_layers, reapply
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop early after this many steps (tiny budgets, tests)
     batch_size: int = 64
     shuffle: bool = True
-    eval_every: int = 500  # steps between evaluations (and train-window summaries)
+    eval_every: int = 500  # steps between evaluations (and train-window summaries); examples for the spiking net
     eval_batch_size: int = 10000
     metrics_every: int = 100  # steps between alignment probes; 0 turns the probe off
     metrics_batch_size: int | None = None  # None: probe the current training batch
@@ -73,6 +76,21 @@ class TrainConfig:
             raise ValueError(f"trainer.stop_train_error is a training error in % (>= 0) or null, got {stop!r}")
         FGSM.from_config(self.adversarial)  # a bad setting fails here, before any training
 
+    def active_options(self) -> dict:
+        """The options that ask for something (the probe on, phases, ...): what an engine must honour or refuse."""
+        off = {"metrics_every": 0}  # the probe is on by default, but an engine without one may be asked for none
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) != off.get(f.name, f.default)}
+
+    def phase_at(self, step: int) -> int:
+        """Index of the phase that ``step`` (0-based) belongs to; len(phases) once they are over."""
+        end = 0
+        for i, phase in enumerate(self.phases or []):
+            end += phase["steps"]
+            if step < end:
+                return i
+        return len(self.phases or [])
+
 
 @dataclass
 class TrainResult:
@@ -85,79 +103,59 @@ class TrainResult:
     stop_reason: str = ""  # why training ended: the budget, divergence, or trainer.stop_train_error
 
 
-class PhaseSchedule:
-    """Which parameters each training phase holds fixed. Built before training, so a layer that does
-    not exist fails the run before its first step, naming the converted layers."""
+class Engine:
+    """What ``train_loop`` drives: S >= 1 seeds trained together (S = 1: one ordinary run).
 
-    def __init__(self, model, phases):
-        from fa_bench.convert import converted_layers
+    An engine lists the TrainConfig options it ``honours``; ``train_loop`` refuses a config that sets
+    any other (the schedule basics, epochs to progress, are the loop's own and always honoured).
+    """
 
-        layers = converted_layers(model)
-        names = [n for n, _ in layers]
-        self.ends, self.frozen, self.switches = [], [], {}
-        end = 0
-        for phase in phases or []:
-            if phase.get("rule") is not None:  # checked now, applied at the phase's first step
-                spec = dict(phase["rule"])
-                rule = get_rule(spec.pop("name"), **spec)
-                if rule.learns_feedback:
-                    raise ValueError(f"trainer.phases: switching to {rule.name!r} mid-run is not supported: its "
-                                     f"feedback is a parameter the optimizer was not built with")
-                self.switches[end] = dict(phase["rule"])
-            params = []
-            for ref in phase.get("freeze", []):
-                if isinstance(ref, int) and -len(layers) <= ref < len(layers):
-                    layer = layers[ref][1]
-                elif str(ref) in names:
-                    layer = layers[names.index(str(ref))][1]
-                else:
-                    raise ValueError(f"trainer.phases: no converted layer {ref!r}; converted layers: "
-                                     f"{names} (or their indices 0..{len(names) - 1}, -1 the last)")
-                params += list(layer.parameters())
-            end += phase["steps"]
-            self.ends.append(end)
-            self.frozen.append(params)
+    name = "engine"
+    n_seeds = 1
+    task = "classification"
+    step_size = 1  # the `step` column advances this much per batch (the spiking net: time steps per image)
+    eval_unit = "steps"  # what trainer.eval_every counts: "steps", or "examples" (the spiking net)
+    honours: frozenset[str] = frozenset()
 
-    def phase(self, step: int) -> int:
-        """Index of the phase that ``step`` (0-based) belongs to; len(phases) once they are over."""
-        for i, end in enumerate(self.ends):
-            if step < end:
-                return i
-        return len(self.ends)
+    def steps_per_epoch(self) -> int:
+        raise NotImplementedError
 
-    def frozen_at(self, step: int) -> list:
-        i = self.phase(step)
-        return self.frozen[i] if i < len(self.frozen) else []
+    def epoch_batches(self, epoch: int) -> Iterable:
+        """The batches of one epoch, in training order."""
+        raise NotImplementedError
 
+    def batch_examples(self, batch) -> int:
+        raise NotImplementedError
 
-def switch_rule(model, spec: dict, example_input, seed: int):
-    """Re-convert ``model`` in place to the rule ``spec`` names: the same parameters (so the optimizer
-    and its state carry over), a fresh rule with its feedback drawn from the run's seed."""
-    spec = dict(spec)
-    convert(model, spec.pop("name"), example_input=example_input, seed=seed, **spec)
-    log.info("%s", model.fa_report)
-    return rule_of(model)
+    def begin_step(self, step: int, phase: int):
+        """Called before every step (and before its probe) with the step's phase index."""
+
+    def train_step(self, batch) -> dict:
+        """One update of every running seed; returns Window.add_seeds' arguments, on the device."""
+        raise NotImplementedError
+
+    def evaluate(self, seeds: list[int]) -> dict[int, dict[str, float]]:
+        """Test metrics of the listed seed indices."""
+        raise NotImplementedError
+
+    def broken(self, seeds: list[int]) -> dict[int, str]:
+        """Seeds whose state is unusable (non-finite), with the reason: they stop as diverged."""
+        return {}
+
+    def probe(self, batch) -> list[list[tuple]] | None:
+        """Alignment rows (name, layer, value) per seed for ``batch``; None: the engine has no probe."""
+        return None
+
+    def stop_seed(self, index: int):
+        """Seed ``index`` has stopped: its parameters must not change any more."""
+
+    def finish(self):
+        """After the last step (write engine-specific records)."""
 
 
-@torch.no_grad()
-def evaluate(model, x, y, loss_fn, task, batch_size) -> dict[str, float]:
-    was_training = model.training
-    model.eval()
-    outs = torch.cat([model(xb) for xb in x.split(batch_size)])
-    model.train(was_training)
-    result = {"loss": float(loss_fn(outs, y).mean())}
-    if task == "regression":
-        result["nse"] = M.nse(outs, y)
-    else:
-        result["error"] = M.error(outs, y)
-        if outs.shape[1] > 5:
-            result["top5_error"] = M.top5_error(outs, y)
-    return result
-
-
-class _Window:
+class Window:
     """Training statistics accumulated on the device between evaluations (no host sync per step), per
-    seed along a leading axis: the trainer's one model is one seed, fa_bench.batched's S seeds are S."""
+    seed along a leading axis."""
 
     def __init__(self, task):
         self.task = task
@@ -166,21 +164,26 @@ class _Window:
     def reset(self):
         self.n = 0
         self.loss = self.sse = self.t_sum = self.t_sq = self.wrong = 0
+        self.has_loss = False
 
     def add(self, per_example_loss, out, y):
         """One model's batch: (batch,), (batch, ...), (batch[, ...])."""
-        self.add_seeds(per_example_loss[None], out[None], y[None])
+        self.add_seeds(y[None], per_example_loss[None], out[None])
 
-    def add_seeds(self, per_example_loss, out, y):
-        """S seeds' batches: (S, batch), (S, batch, ...), (S, batch[, ...])."""
+    def add_seeds(self, y, loss=None, out=None, pred=None):
+        """S seeds' batches: targets (S, batch[, ...]), per-example losses (S, batch), outputs (S, batch, ...)
+        or, for classification, predicted classes ``pred`` (S, batch) instead of outputs."""
         self.n += y.shape[1]
-        self.loss = self.loss + per_example_loss.sum(1)
+        if loss is not None:
+            self.has_loss = True
+            self.loss = self.loss + loss.sum(1)
         if self.task == "regression":
             self.sse = self.sse + (out - y).pow(2).flatten(2).sum(2).sum(1)
             self.t_sum = self.t_sum + y.sum(1)
             self.t_sq = self.t_sq + y.pow(2).sum(1)
         else:
-            self.wrong = self.wrong + (out.argmax(2) != y).sum(1)
+            pred = out.argmax(2) if pred is None else pred
+            self.wrong = self.wrong + (pred != y).sum(1)
 
     def summary(self) -> dict[str, float]:
         return self.summaries()[0]
@@ -188,116 +191,177 @@ class _Window:
     def summaries(self) -> list[dict[str, float]]:
         """Each seed's window loss and nse (Lillicrap eq. 4: against the sample-mean predictor over the
         same window) or error in %; one host sync for every seed."""
-        loss = self.loss.tolist()
         if self.task == "regression":
             baseline = (self.t_sq - self.t_sum.pow(2) / self.n).flatten(1).sum(1)
-            nse = (self.sse / baseline).tolist()
-            return [{"loss": lo / self.n, "nse": v} for lo, v in zip(loss, nse)]
-        wrong = self.wrong.tolist()
-        return [{"loss": lo / self.n, "error": 100.0 * w / self.n} for lo, w in zip(loss, wrong)]
+            rows = [{"nse": v} for v in (self.sse / baseline).tolist()]
+        else:
+            rows = [{"error": 100.0 * w / self.n} for w in self.wrong.tolist()]
+        if self.has_loss:
+            rows = [{"loss": lo / self.n, **row} for lo, row in zip(self.loss.tolist(), rows)]
+        return rows
 
 
-def train(model, rule, data: DataBundle, loss_fn, optimizer, cfg: TrainConfig, writer: MetricsWriter,
-          generator: torch.Generator, desc: str = "train", seed: int = 0) -> TrainResult:
-    """Train in place. ``rule.compute_gradients`` fills ``.grad``; the optimizer steps.
+def metrics_of(out, y, loss_fn, task) -> dict[str, float]:
+    """Test metrics of one seed's outputs: loss, and nse (regression) or error and top-5 error (> 5 classes)."""
+    result = {"loss": float(loss_fn(out, y).mean())}
+    if task == "regression":
+        result["nse"] = M.nse(out, y)
+    else:
+        result["error"] = M.error(out, y)
+        if out.shape[1] > 5:
+            result["top5_error"] = M.top5_error(out, y)
+    return result
 
-    Logs, every ``eval_every`` steps, the train-window loss (and nse or error) and the test metrics;
-    every ``metrics_every`` steps, the alignment probe's layer metrics on the batch about to be used.
-    Layers made sparse (fa_bench.sparsity) get their removed weights put back to zero after every step.
-    With ``adversarial`` each step trains on the batch and its FGSM perturbation (fa_bench.adversarial);
-    the train window then reports the clean examples. Training ends at the budget (epochs, max_steps),
-    on divergence, or once a train window's error is at most ``stop_train_error`` %; the reason is
-    logged and returned as ``TrainResult.stop_reason``.
+
+@torch.no_grad()
+def evaluate(model, x, y, loss_fn, task, batch_size) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    outs = torch.cat([model(xb) for xb in x.split(batch_size)])
+    model.train(was_training)
+    return metrics_of(outs, y, loss_fn, task)
+
+
+class _Cadence:
+    """When evaluations are due: every ``every`` steps, or every ``every`` examples (the first step at
+    or past each multiple)."""
+
+    def __init__(self, every: int, unit: str):
+        self.every, self.unit, self.next = every, unit, every
+
+    def due(self, step: int, examples: int) -> bool:
+        if self.unit == "steps":
+            return step % self.every == 0
+        if examples < self.next:
+            return False
+        self.next += self.every * math.ceil((examples - self.next + 1) / self.every)
+        return True
+
+
+def refuse_unhonoured(engine: Engine, cfg: TrainConfig):
+    basics = {"epochs", "max_steps", "batch_size", "eval_every", "progress", "divergence_loss"}
+    unhonoured = {k: v for k, v in cfg.active_options().items() if k not in basics | engine.honours}
+    if unhonoured:
+        key, value = next(iter(unhonoured.items()))
+        raise ValueError(f"engine {engine.name!r} does not honour trainer option {key}={value!r}; it honours: "
+                         f"{', '.join(sorted(basics | engine.honours))}")
+
+
+def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], desc: str = "train"
+               ) -> list[TrainResult]:
+    """Train every seed of ``engine`` under ``cfg``'s schedule; one TrainResult per seed.
+
+    Logs, every ``eval_every`` steps and at the end, each seed's train-window loss (and nse or error) and
+    its test metrics; every ``metrics_every`` steps, the probe's layer metrics on the batch about to be
+    used, and once more after training on the last batch. A seed stops (its parameters frozen, the others
+    going on) when its window loss is non-finite or above ``divergence_loss`` (diverged), when its state
+    is broken, or once its window error is at most ``stop_train_error`` %; the reason is logged and
+    returned as ``TrainResult.stop_reason``.
     """
-    start = time.perf_counter()
-    attack = FGSM.from_config(cfg.adversarial)
-    if attack is not None:
-        attack.check_rule(rule)
-    if cfg.stop_train_error is not None and data.task != "classification":
+    refuse_unhonoured(engine, cfg)
+    if len(writers) != engine.n_seeds:
+        raise ValueError(f"{len(writers)} writers for {engine.n_seeds} seeds")
+    if cfg.stop_train_error is not None and engine.task != "classification":
         raise ValueError("trainer.stop_train_error reads the training classification error, but this data set "
-                         f"is a {data.task} task")
-    n_train = data.x_train.shape[0]
-    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+                         f"is a {engine.task} task")
+    start = time.perf_counter()
+    S = engine.n_seeds
+    total = engine.steps_per_epoch() * cfg.epochs
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    schedule = PhaseSchedule(model, cfg.phases)
-    masked = masked_layers(model)
-    probe = AlignmentProbe(model, loss_fn, cfg.metrics_neuron_sample, seed) if cfg.metrics_every else None
-    probe_batch = None
-    if probe is not None and cfg.metrics_batch_size:
-        idx = torch.randperm(n_train, generator=seeded_generator(seed, "probe"))[:cfg.metrics_batch_size]
-        idx = idx.to(data.x_train.device)
-        probe_batch = (data.x_train[idx], data.y_train[idx])
-    window = _Window(data.task)
+    probing = bool(cfg.metrics_every)
+    cadence = _Cadence(cfg.eval_every, engine.eval_unit)
+    window = Window(engine.task)
+    status, reasons = ["completed"] * S, [""] * S
+    ended: list[tuple | None] = [None] * S  # (steps, examples, epochs_run) where each seed stopped
     step = examples = epoch = 0
-    status = "completed"
-    stop_reason = ""
+    batch = None
+
+    def running():
+        return [s for s in range(S) if ended[s] is None]
+
+    def log_probe(at_epoch, seeds):
+        rows = engine.probe(batch)
+        for s in seeds:
+            for name, layer, value in rows[s]:
+                writers[s].log(step * engine.step_size, at_epoch, examples, "train", name, value, layer=layer)
 
     def log_eval():
-        nonlocal status, stop_reason
+        live = running()
+        stopping = {}
         if window.n:
-            summary = window.summary()
-            for name, value in summary.items():
-                writer.log(step, epoch, examples, "train", name, value)
-            if not (math.isfinite(summary["loss"]) and summary["loss"] < cfg.divergence_loss):
-                status = "diverged"
-                stop_reason = (f"diverged: train-window loss {summary['loss']:.4g} is not finite or exceeds "
-                               f"trainer.divergence_loss {cfg.divergence_loss:g}")
-            elif cfg.stop_train_error is not None and summary["error"] <= cfg.stop_train_error:
-                stop_reason = (f"training error {summary['error']:.4g} % over the last {window.n} examples is at "
-                               f"or below trainer.stop_train_error {cfg.stop_train_error:g} %")
+            summaries = window.summaries()
+            for s in live:
+                summary = summaries[s]
+                for name, value in summary.items():
+                    writers[s].log(step * engine.step_size, epoch, examples, "train", name, value)
+                if "loss" in summary and not (math.isfinite(summary["loss"]) and summary["loss"] < cfg.divergence_loss):
+                    status[s] = "diverged"
+                    stopping[s] = (f"diverged: train-window loss {summary['loss']:.4g} is not finite or exceeds "
+                                   f"trainer.divergence_loss {cfg.divergence_loss:g}")
+                elif cfg.stop_train_error is not None and summary["error"] <= cfg.stop_train_error:
+                    stopping[s] = (f"training error {summary['error']:.4g} % over the last {window.n} examples is "
+                                   f"at or below trainer.stop_train_error {cfg.stop_train_error:g} %")
             window.reset()
-        for name, value in evaluate(model, data.x_test, data.y_test, loss_fn, data.task,
-                                    cfg.eval_batch_size).items():
-            writer.log(step, epoch, examples, "test", name, value)
+        broken = engine.broken(live)
+        for s, why in broken.items():
+            status[s], stopping[s] = "diverged", f"diverged: {why}"
+        for s, metrics in engine.evaluate([s for s in live if s not in broken]).items():
+            for name, value in metrics.items():
+                writers[s].log(step * engine.step_size, epoch, examples, "test", name, value)
         if cfg.phases:
-            writer.log(step, epoch, examples, "train", "phase", schedule.phase(max(step - 1, 0)))
-        writer.flush()
+            for s in live:
+                writers[s].log(step * engine.step_size, epoch, examples, "train", "phase", cfg.phase_at(max(step - 1, 0)))
+        for s in live:
+            writers[s].flush()
+        for s, why in stopping.items():
+            reasons[s] = why
+            if probing and status[s] == "completed" and batch is not None:
+                log_probe(epoch, [s])  # the state this seed ends in
+            ended[s] = (step, examples, epoch + 1)
+            engine.stop_seed(s)
+            log.info("seed %d stopped at step %d (epoch %d): %s", s, step, epoch, why)
 
-    def log_probe(xb, yb, at_epoch):
-        for name, layer, value in probe.measure(*(probe_batch or (xb, yb))):
-            writer.log(step, at_epoch, examples, "train", name, value, layer=layer)
-
-    model.train()
     log_eval()
     bar = tqdm(total=total, desc=desc, disable=not cfg.progress, mininterval=1.0, leave=False)
-    while step < total and not stop_reason:
-        for idx in batches(n_train, cfg.batch_size, generator, data.x_train.device, cfg.shuffle):
-            if step in schedule.switches:
-                rule = switch_rule(model, schedule.switches[step], data.x_train[:2], seed)
-                if probe is not None:
-                    probe = AlignmentProbe(model, loss_fn, cfg.metrics_neuron_sample, seed)
-                if attack is not None:
-                    attack.check_rule(rule)
-            xb, yb = data.x_train[idx], data.y_train[idx]
-            if probe is not None and step % cfg.metrics_every == 0:
-                log_probe(xb, yb, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            if attack is None:
-                per_example, out = rule.compute_gradients(model, xb, yb, loss_fn)
-            else:
-                per_example, out = attack.step(rule, model, xb, yb, loss_fn)
-            for p in schedule.frozen_at(step):
-                p.grad = None  # optimizers skip parameters without a gradient (decay and momentum too)
-            optimizer.step()
-            if masked:
-                reapply(masked)
-            window.add(per_example, out, yb)
+    while step < total and running():
+        for batch in engine.epoch_batches(epoch):
+            engine.begin_step(step, cfg.phase_at(step))
+            if probing and step % cfg.metrics_every == 0:
+                log_probe(epoch, running())
+            window.add_seeds(**engine.train_step(batch))
             step += 1
-            examples += yb.shape[0]
-            if step % cfg.eval_every == 0 or step == total:
+            examples += engine.batch_examples(batch)
+            if cadence.due(step, examples) or step == total:
                 bar.update(step - bar.n)
                 log_eval()
-                if stop_reason or step == total:
+                if not running() or step == total:
                     break
         epoch += 1
     bar.close()
-    if not stop_reason:
-        stop_reason = f"budget: {step} steps ({cfg.epochs} epochs" + (
-            f", max_steps {cfg.max_steps})" if cfg.max_steps is not None else ")")
-    log.info("training stopped at step %d (epoch %d): %s", step, epoch, stop_reason)
-    if probe is not None and status == "completed":
-        log_probe(xb, yb, epoch - 1)  # the state training ended in, on the last batch (or the probe batch)
-    writer.flush()
-    return TrainResult(status, step, examples, epoch, time.perf_counter() - start, writer.final(), stop_reason)
+    budget = f"budget: {step * engine.step_size} steps ({cfg.epochs} epochs" + (
+        f", max_steps {cfg.max_steps})" if cfg.max_steps is not None else ")")
+    live = running()
+    for s in live:
+        reasons[s] = budget
+        ended[s] = (step, examples, epoch)
+    if live:
+        log.info("training stopped at step %d (epoch %d): %s", step * engine.step_size, epoch, budget)
+    if probing and live and batch is not None:
+        log_probe(epoch - 1, live)  # the state training ended in, on the last batch (or the probe batch)
+    engine.finish()
+    for w in writers:
+        w.flush()
+    wall = time.perf_counter() - start
+    return [TrainResult(status[s], ended[s][0] * engine.step_size, ended[s][1], ended[s][2], wall,
+                        writers[s].final(), reasons[s]) for s in range(S)]
+
+
+def train(model, rule, data, loss_fn, optimizer, cfg: TrainConfig, writer: MetricsWriter,
+          generator: torch.Generator, desc: str = "train", seed: int = 0) -> TrainResult:
+    """Train one converted model in place (the Python API's single run): the autograd engine under
+    ``train_loop``. ``rule.compute_gradients`` fills ``.grad``; the optimizer steps."""
+    from fa_bench.engines.autograd import RuleEngine
+
+    engine = RuleEngine(model, data, loss_fn, optimizer, cfg, seeds=[seed], orders=[generator])
+    return train_loop(engine, cfg, [writer], desc=desc)[0]

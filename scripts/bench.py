@@ -36,9 +36,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 import fa_bench
-from fa_bench.batched import SUPPORTED as BATCHED_RULES
-from fa_bench.batched import train_seeds
-from fa_bench.cli import conf_dir
+from fa_bench.config import conf_dir
 from fa_bench.data import DataBundle, batches, load_dataset
 from fa_bench.losses import get_loss
 from fa_bench.models import build_model
@@ -47,7 +45,11 @@ from fa_bench.probe import AlignmentProbe
 from fa_bench.records import MetricsWriter, git_info
 from fa_bench.rules import RULES
 from fa_bench.seeding import derive_seed, generator
-from fa_bench.trainer import TrainConfig, train
+from fa_bench.engines.autograd import RuleEngine
+from fa_bench.stacking import seed_axis_loss, stack_models
+from fa_bench.trainer import TrainConfig, train, train_loop
+
+BATCHED_RULES = tuple(name for name, cls in RULES.items() if cls.seed_batchable)
 
 LR = 0.01
 EVAL_BATCH = 10000  # TrainConfig's default eval_batch_size
@@ -292,13 +294,16 @@ def separate_runs(spec: SeedModel, rule, data, seeds, steps, batch_size, device,
 
 
 def batched_run(spec: SeedModel, rule, data, seeds, steps, batch_size, clock):
-    kwargs = spec.build
+    """S seeds stacked into one model (fa_bench.stacking) under the trainer's own loop."""
+    kwargs = dict(spec.build)
+    name = kwargs.pop("name")
     start = clock()
-    results = train_seeds(kwargs["sizes"], kwargs["hidden_activation"], rule, list(seeds), data, loss=spec.loss,
-                          lr=LR, max_steps=steps, batch_size=batch_size, eval_every=10**9,
-                          output_activation=kwargs.get("output_activation", "linear"), bias=kwargs.get("bias", True),
-                          init=kwargs.get("init", "default"), init_scale=kwargs.get("init_scale"),
-                          bias_init_scale=kwargs.get("bias_init_scale"))
+    models = [fa_bench.convert(build_model(name, seed=s, **kwargs).to(data.x_train.device), rule, seed=s) for s in seeds]
+    model = stack_models(models, list(seeds))
+    cfg = TrainConfig(max_steps=steps, batch_size=batch_size, eval_every=10**9, metrics_every=0, progress=False)
+    engine = RuleEngine(model, data, seed_axis_loss(get_loss(spec.loss)), build_optimizer(model, "sgd", lr=LR), cfg,
+                        seeds=list(seeds), orders=[generator(s, "order") for s in seeds])
+    results = train_loop(engine, cfg, [MetricsWriter(None) for _ in seeds])
     return clock() - start, [r.status for r in results]
 
 

@@ -1,123 +1,124 @@
-"""Seed batching: seed s of a batched run is the unbatched fa-run of seed s, number for number."""
+"""Seed batching: seed s of a seed-stacked job is the ordinary run of seed s, for every registered rule.
+
+The stacked job is ``fa_bench.run.run_seeds`` (what ``fa-run -m 'seed=range(N)'`` runs), the ordinary one
+``fa_bench.run.run``: both write run folders, and their metrics.csv (alignment metrics included) and
+summary.json must agree row for row, to the rounding of batched matrix products (bmm vs mm).
+"""
 import csv
+import json
+import logging
+import subprocess
+import sys
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-import fa_bench
-from fa_bench.batched import SUPPORTED, train_seeds
 from fa_bench.config import compose_config
-from fa_bench.records import MetricsWriter
-from fa_bench.run import build, resolve_config
-from fa_bench.seeding import derive_seed, generator
-from fa_bench.trainer import TrainConfig, train
+from fa_bench.rules import RULES
+from fa_bench.run import resolve_config, run, run_seeds
+from fa_bench.stacking import stack_models, stack_refusal
 
-# float32 through different kernels (bmm vs mm): only rounding may differ
-CLOSE = {"rtol": 1e-5, "atol": 1e-6}
-TEACHER = ["dataset=teacher_net", "model=tanh_30_20_10_10", "dataset.n_train=96", "dataset.n_test=50", "device=cpu"]
-MNIST = ["dataset.n_train=200", "dataset.n_test=100", "model.sizes=[784,32,16,10]", "device=cpu"]
-
-
-def solo(overrides, seed, steps, batch_size, eval_every, writer=None):
-    """One seed exactly as fa-run trains it (fa_bench.run.build + the trainer), metrics off."""
-    cfg = resolve_config(compose_config([*overrides, f"seed={seed}"]))
-    data, model, loss_fn, optimizer = build(cfg, torch.device("cpu"))
-    torch.manual_seed(derive_seed(seed, "global"))
-    tcfg = TrainConfig(epochs=10, max_steps=steps, batch_size=batch_size, eval_every=eval_every, metrics_every=0,
-                       progress=False)
-    result = train(model, fa_bench.rule_of(model), data, loss_fn, optimizer, tcfg, writer or MetricsWriter(None),
-                   generator(seed, "order"), seed=seed)
-    return cfg, data, model, result
+TEACHER = ["dataset=teacher_net", "model=tanh_30_20_10_10", "dataset.n_train=96", "dataset.n_test=50",
+           "dataset.teacher_seed=null"]  # a teacher per seed: each seed trains on its own data set
+MNIST = ["dataset.n_train=200", "dataset.n_test=100", "model.sizes=[784,32,16,10]", "model.hidden_activation=tanh"]
+COMMON = ["device=cpu", "trainer.progress=false", "trainer.epochs=3", "trainer.batch_size=32",
+          "trainer.eval_every=4", "metrics.every=3", "optimizer.momentum=0.9", "optimizer.weight_decay=1e-3"]
+RULE_OPTIONS = {"node_perturbation": ["rule.sigma=0.1"]}  # a small sigma turns float rounding into noise
+RTOL, ATOL = 2e-4, 1e-5
 
 
-def batched(cfg, seeds, data, steps, batch_size, eval_every, **kwargs):
-    """train_seeds with the model, rule, loss and optimizer settings of a composed config."""
-    model = OmegaConf.to_container(cfg.model)
-    rule = {k: v for k, v in OmegaConf.to_container(cfg.rule).items() if k != "name"}
-    return train_seeds(model["sizes"], model["hidden_activation"], cfg.rule.name, seeds, data, loss=cfg.loss,
-                       lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum, weight_decay=cfg.optimizer.weight_decay,
-                       epochs=10, max_steps=steps, batch_size=batch_size, eval_every=eval_every,
-                       output_activation=model["output_activation"], bias=model["bias"],
-                       init=model.get("init", "default"), init_scale=model.get("init_scale"),
-                       bias_init_scale=model.get("bias_init_scale"), rule_options=rule, **kwargs)
+def rows(path):
+    with open(path) as f:
+        return list(csv.reader(f))
 
 
-def assert_same_run(solo_model, solo_result, seed_result):
-    state = solo_model.state_dict()
-    assert set(state) == set(seed_result.state)
-    for name, value in state.items():
-        torch.testing.assert_close(seed_result.state[name], value, **CLOSE, msg=name)
-    assert (seed_result.status, seed_result.steps, seed_result.examples, seed_result.epochs_run) == (
-        solo_result.status, solo_result.steps, solo_result.examples, solo_result.epochs_run)
-    assert set(seed_result.final) == set(solo_result.final)
-    for key, value in solo_result.final.items():
-        assert seed_result.final[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+def assert_same_records(solo_dir, batched_dir):
+    solo, batched = rows(solo_dir / "metrics.csv"), rows(batched_dir / "metrics.csv")
+    assert [r[:6] for r in batched] == [r[:6] for r in solo]  # the same rows, in the same order
+    for a, b in zip(batched[1:], solo[1:]):
+        assert float(a[6]) == pytest.approx(float(b[6]), rel=RTOL, abs=ATOL, nan_ok=True), a[:6]
+    s_solo, s_batched = (json.loads((d / "summary.json").read_text()) for d in (solo_dir, batched_dir))
+    for key in ("status", "steps", "examples", "epochs_run", "stop_reason", "seed", "rule"):
+        assert s_batched[key] == s_solo[key], key
+    assert s_batched["seed_batch"] and "seed_batch" not in s_solo
 
 
-@pytest.mark.parametrize("rule", SUPPORTED)
-def test_seed_of_a_batched_run_is_its_unbatched_run(rule):
-    # a seed-dependent teacher (one data set per seed), momentum and weight decay, 3 epochs of 4 steps
-    overrides = [*TEACHER, f"rule={rule}", "optimizer.momentum=0.9", "optimizer.weight_decay=1e-3"]
-    seeds = [0, 3]
-    runs = [solo(overrides, seed, steps=11, batch_size=32, eval_every=4) for seed in seeds]
-    results = batched(runs[0][0], seeds, [data for _, data, _, _ in runs], 11, 32, 4)
-    for (_, _, model, result), seed_result in zip(runs, results):
-        assert_same_run(model, result, seed_result)
+def compare(overrides, seeds, tmp_path):
+    cfg = compose_config([*overrides, f"seeds=[{','.join(map(str, seeds))}]"])
+    summaries = run_seeds(cfg, tmp_path / "batched")
+    assert [s["seed"] for s in summaries] == seeds
+    for seed in seeds:
+        run(compose_config([*overrides, f"seed={seed}"]), tmp_path / f"solo{seed}")
+        assert_same_records(tmp_path / f"solo{seed}", tmp_path / "batched" / f"seed{seed}")
 
 
-@pytest.mark.parametrize("rule", ["bp", "fa", "dfa"])
-def test_mnist_seeds_share_one_data_set_and_log_the_same_rows(rule, tmp_path):
-    overrides = [*MNIST, f"rule={rule}", "model.hidden_activation=tanh"]
-    seeds = [1, 2]
-    paths = {s: (tmp_path / f"solo{s}.csv", tmp_path / f"batched{s}.csv") for s in seeds}
-    runs = []
-    for s in seeds:
-        writer = MetricsWriter(paths[s][0])
-        runs.append(solo(overrides, s, steps=9, batch_size=64, eval_every=3, writer=writer))
-        writer.close()
-    writers = [MetricsWriter(paths[s][1]) for s in seeds]
-    results = batched(runs[0][0], seeds, runs[0][1], 9, 64, 3, writers=writers)
-    for w in writers:
-        w.close()
-    for s, (_, _, model, result), seed_result in zip(seeds, runs, results):
-        assert_same_run(model, result, seed_result)
-        solo_rows, batched_rows = (list(csv.reader(open(p))) for p in paths[s])
-        assert [r[:6] for r in batched_rows] == [r[:6] for r in solo_rows]
-        for a, b in zip(batched_rows[1:], solo_rows[1:]):
-            assert float(a[6]) == pytest.approx(float(b[6]), rel=1e-4, abs=1e-5)
+MLP_RULES = sorted(RULES)  # every registered rule trains an MLP
 
 
-def test_a_diverging_seed_stops_and_the_others_go_on():
-    overrides = [*TEACHER, "rule=fa"]
-    seeds = [0, 1, 2]
-    runs = [solo(overrides, seed, steps=10, batch_size=16, eval_every=3) for seed in seeds]
-    datas = [data for _, data, _, _ in runs]
-    bad = datas[1]
-    bad.y_train, bad.y_test = bad.y_train * 1e5, bad.y_test * 1e5  # window loss far above divergence_loss
-    results = batched(runs[0][0], seeds, datas, 10, 16, 3)
-    assert [r.status for r in results] == ["completed", "diverged", "completed"]
-    assert results[1].steps == 3
-    assert max(row[0] for row in results[1].rows) == 3  # nothing logged after it stopped
-    for i in (0, 2):
-        assert_same_run(runs[i][2], runs[i][3], results[i])
-    # the stopped seed keeps the parameters it had when it was stopped
-    frozen = batched(runs[0][0], [1], [bad], 3, 16, 3)[0]
-    for name, value in frozen.state.items():
-        torch.testing.assert_close(results[1].state[name], value, **CLOSE)
+@pytest.mark.parametrize("rule", MLP_RULES)
+def test_seed_of_a_batched_run_is_its_unbatched_run(rule, tmp_path):
+    # one data set per seed (a seed-dependent teacher), momentum and weight decay, 3 epochs of 3 steps
+    compare([*TEACHER, *COMMON, f"rule={rule}", *RULE_OPTIONS.get(rule, [])], [0, 3], tmp_path)
 
 
-def test_different_seeds_differ():
-    cfg = resolve_config(compose_config([*TEACHER, "rule=fa"]))
-    data = build(cfg, torch.device("cpu"))[0]
-    a, b = batched(cfg, [0, 1], data, 6, 16, 3)  # same data: only the seeds' own draws differ
-    for name in a.state:
-        assert not torch.equal(a.state[name], b.state[name]), name
-    assert a.rows[-1][-1] != b.rows[-1][-1]
+@pytest.mark.parametrize("rule", ["fa", "dfa", "brsf"])
+def test_mnist_seeds_share_one_data_set(rule, tmp_path):
+    compare([*MNIST, *COMMON, f"rule={rule}", "trainer.epochs=1", "metrics.batch_size=50"], [1, 2], tmp_path)
 
 
-def test_unsupported_rule_names_the_supported_ones():
-    cfg = resolve_config(compose_config([*TEACHER, "rule=fa"]))
-    data = build(cfg, torch.device("cpu"))[0]
-    with pytest.raises(ValueError, match="supports the rules bp, fa"):
-        train_seeds([30, 20, 10, 10], "tanh", "node_perturbation", [0], data, loss="sse")
+def test_every_rule_stacks_and_the_seeds_keep_their_own_tensors():
+    for rule in MLP_RULES:
+        cfgs = [resolve_config(compose_config([*TEACHER, f"rule={rule}", f"seed={s}"])) for s in (0, 1)]
+        from fa_bench.run import build
+
+        models = [build(c, torch.device("cpu"))[1] for c in cfgs]
+        assert stack_refusal(models[0]) is None, rule
+        stacked = stack_models(models, [0, 1])
+        for i, model in enumerate(models):
+            for name, value in model.state_dict().items():
+                torch.testing.assert_close(stacked.state_dict()[name][i], value, msg=f"{rule} {name}")
+        assert not torch.equal(stacked[1].weight[0], stacked[1].weight[1])  # different seeds differ
+
+
+def test_a_diverging_seed_stops_and_the_others_go_on(tmp_path):
+    # seed 1's teacher is scaled up so far that its loss crosses divergence_loss; the others are unaffected
+    overrides = [*TEACHER, *COMMON, "rule=fa", "trainer.divergence_loss=50", "dataset.weight_scale=0.5"]
+    big = [*overrides, "dataset.weight_scale=40"]
+    cfg = compose_config([*overrides, "seeds=[0,2]"])
+    run_seeds(cfg, tmp_path / "ok")
+    mixed = compose_config([*big, "seeds=[0,2]"])
+    out = run_seeds(mixed, tmp_path / "mixed")
+    solo = [run(compose_config([*big, f"seed={s}"]), tmp_path / f"solo{s}") for s in (0, 2)]
+    assert [s["status"] for s in out] == [s["status"] for s in solo]
+    assert "diverged" in {s["status"] for s in out}
+    for s in (0, 2):
+        assert_same_records(tmp_path / f"solo{s}", tmp_path / "mixed" / f"seed{s}")
+
+
+def test_a_model_that_cannot_stack_runs_its_seeds_one_after_another(tmp_path, caplog):
+    overrides = [*MNIST, *COMMON, "rule=fa", "+model.dropout=0.5", "trainer.epochs=1"]
+    with caplog.at_level(logging.INFO, logger="fa_bench.run"):
+        out = run_seeds(compose_config([*overrides, "seeds=[0,1]"]), tmp_path / "group")
+    assert [r.getMessage() for r in caplog.records if "seed batching off" in r.getMessage()] == [
+        "seed batching off (module 3 is a Dropout; seed stacking takes Linear layers and elementwise "
+        "activations only): 2 seeds run one after another"]
+    assert "seed_batch" not in out[0]
+    solo = run(compose_config([*overrides, "seed=1"]), tmp_path / "solo1")
+    assert rows(tmp_path / "group" / "seed1" / "metrics.csv") == rows(tmp_path / "solo1" / "metrics.csv")
+    assert out[1]["final"] == solo["final"]
+
+
+def test_a_seed_sweep_through_fa_run_is_one_job_with_a_folder_per_seed(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "fa_bench.cli", "-m", "rule=fa,bp", "seed=range(3)", *TEACHER,
+                           "device=cpu", "trainer.progress=false", "trainer.max_steps=4", "trainer.eval_every=2",
+                           f"hydra.sweep.dir={tmp_path}/sweep"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == ["0_fa_seeds0-2", "1_bp_seeds0-2"]
+    for job in jobs:
+        seeds = sorted(p.name for p in (tmp_path / "sweep" / job).iterdir() if p.name.startswith("seed"))
+        assert seeds == ["seed0", "seed1", "seed2"]
+        for s in seeds:
+            summary = json.loads((tmp_path / "sweep" / job / s / "summary.json").read_text())
+            assert summary["status"] == "completed" and summary["seed"] == int(s[4:])
+            assert (tmp_path / "sweep" / job / s / ".hydra" / "overrides.yaml").read_text().endswith(f"seed={s[4:]}\n")

@@ -18,7 +18,8 @@ from fa_bench.probe import AlignmentProbe
 from fa_bench.records import MetricsWriter
 from fa_bench.run import ConfigError, build, resolve_config, run
 from fa_bench.sparsity import masked_layers, sparsify
-from fa_bench.trainer import PhaseSchedule, TrainConfig, train
+from fa_bench.engines.autograd import PhaseSchedule
+from fa_bench.trainer import TrainConfig, train
 
 
 def _net(rule="fa", seed=0, **opts):
@@ -127,9 +128,10 @@ def test_phase_sequence_matches_a_manual_run_with_requires_grad_off():
 
 def test_phase_schedule_counts_steps_and_names_unknown_layers():
     model = _net()
-    sched = PhaseSchedule(model, [{"steps": 2, "freeze": [0]}, {"steps": 3, "freeze": []}])
-    assert [sched.phase(s) for s in range(7)] == [0, 0, 1, 1, 1, 2, 2]
-    assert sched.frozen_at(5) == [] and len(sched.frozen_at(0)) == 2
+    phases = [{"steps": 2, "freeze": [0]}, {"steps": 3, "freeze": []}]
+    sched = PhaseSchedule(model, phases)
+    assert [TrainConfig(phases=phases).phase_at(s) for s in range(7)] == [0, 0, 1, 1, 1, 2, 2]
+    assert sched.frozen_in(2) == [] and len(sched.frozen_in(0)) == 2  # after the phases, nothing is frozen
     with pytest.raises(ValueError, match=r"converted layers: \['0', '2', '4'\]"):
         PhaseSchedule(model, [{"steps": 2, "freeze": [7]}])
     with pytest.raises(ValueError, match="steps: int >= 1"):

@@ -19,10 +19,10 @@ def test_wheel_ships_configs_and_claims(tmp_path, repo):
 
 
 def test_conf_dir_prefers_checkout_then_package(tmp_path, monkeypatch):
-    import fa_bench.cli as cli
+    import fa_bench.config as config
 
     pkg = tmp_path / "site" / "fa_bench"
     (pkg / "conf").mkdir(parents=True)
     (pkg / "conf" / "config.yaml").write_text("seed: 0\n")
-    monkeypatch.setattr(cli, "__file__", str(pkg / "cli.py"))
-    assert Path(cli.conf_dir()) == pkg / "conf"  # a wheel install: no checkout beside the package
+    monkeypatch.setattr(config, "__file__", str(pkg / "config.py"))
+    assert Path(config.conf_dir()) == pkg / "conf"  # a wheel install: no checkout beside the package

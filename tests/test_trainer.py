@@ -8,14 +8,15 @@ from fa_bench.config import compose_config
 from fa_bench.losses import sse
 from fa_bench.run import build, resolve_config
 from fa_bench.seeding import derive_seed
-from fa_bench.trainer import _Window, evaluate
+from fa_bench.trainer import Window
+from fa_bench.trainer import evaluate
 
 
 def test_window_nse_is_lillicraps_over_the_whole_window():
     g = torch.Generator().manual_seed(0)
     outs = [torch.randn(4, 3, generator=g) for _ in range(5)]
     ys = [torch.randn(4, 3, generator=g) * 2 + 1 for _ in range(5)]
-    window = _Window("regression")
+    window = Window("regression")
     for out, y in zip(outs, ys):
         window.add(sse(out, y), out, y)
     summary = window.summary()
@@ -24,7 +25,7 @@ def test_window_nse_is_lillicraps_over_the_whole_window():
 
 
 def test_window_error_counts_misclassified_examples():
-    window = _Window("classification")
+    window = Window("classification")
     out = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
     window.add(torch.zeros(3), out, torch.tensor([0, 0, 0]))
     assert window.summary()["error"] == pytest.approx(100 / 3)

@@ -84,9 +84,11 @@ class Rule:
     layerwise = True  # feedback_weight has W's shape
     learns_feedback = False
     uses_backward = True  # gradients come from one backward pass, so the alignment probe applies
-    needs_input_shapes = False  # convert() must run one forward pass to size the feedback
+    needs_input_shapes = False  # convert() must run one forward pass to size the feedback (on a convnet)
     supports_conv = True  # False: the rule is undefined on Conv2d layers and convert refuses them (ifa)
+    conv_refusal = "it is not defined on convolutions"  # why, for convert's message
     random_stream: str | None = None  # names the rule's own random stream, if it draws while training
+    seed_batchable = True  # its algebra runs unchanged on seed-stacked layers (fa_bench.stacking)
     # Options, merged down the class hierarchy; a rule accepts exactly these (no silently ignored ones).
     options: ClassVar[dict] = {"seed": 0, "output_layer": None}
 
@@ -106,6 +108,9 @@ class Rule:
         self.output_name: str | None = None
         self.output_layer: nn.Module | None = None
         self.streams: DeviceStreams | None = None
+        # seed-stacked models (fa_bench.stacking): the seeds along the layers' leading axis, one stream each
+        self.seeds: list[int] | None = None
+        self.seed_streams: list[DeviceStreams] | None = None
 
     def __repr__(self):
         return f"{type(self).__name__}({self.opts})"
@@ -113,6 +118,15 @@ class Rule:
     # --- set-up --------------------------------------------------------------------------------
     def attach(self, layers, input_shapes=None):
         """Bind to the model's converted layers (in module order) and create their feedback."""
+        self.bind(layers)
+        generator = seeded_generator(self.opts["seed"], "feedback")
+        for name, layer in self.layers:
+            self.init_layer(layer, generator, None if input_shapes is None else input_shapes.get(name))
+
+    def bind(self, layers, seeds=None):
+        """Take charge of ``layers`` whose feedback already exists (attach draws it first). ``seeds``:
+        the layers are seed-stacked (fa_bench.stacking), seed i along their leading axis, and every
+        per-step draw comes from that seed's own stream, as in the seed's own run."""
         self.layers = list(layers)
         names = [n for n, _ in self.layers]
         wanted = self.opts["output_layer"]
@@ -121,12 +135,22 @@ class Rule:
         self.output_name = wanted if wanted is not None else names[-1]
         self.output_layer = dict(self.layers)[self.output_name]
         # per-step draws happen on the layers' device, from a stream of the rule's own (not the global one)
-        self.streams = DeviceStreams(self.opts["seed"], self.random_stream) if self.random_stream else None
-        generator = seeded_generator(self.opts["seed"], "feedback")
+        self.seeds = None if seeds is None else [int(s) for s in seeds]
+        self.streams = self.seed_streams = None
+        if self.random_stream and self.seeds is None:
+            self.streams = DeviceStreams(self.opts["seed"], self.random_stream)
+        elif self.random_stream:
+            self.seed_streams = [DeviceStreams(s, self.random_stream) for s in self.seeds]
         for name, layer in self.layers:
             layer.rule = self
             layer.is_output = name == self.output_name
-            self.init_layer(layer, generator, None if input_shapes is None else input_shapes.get(name))
+
+    def random_tensor(self, draw, shape, device):
+        """``draw(shape, generator)`` from the rule's own stream on ``device``. Seed-stacked, each seed's
+        slice ``shape[1:]`` comes from that seed's stream, so seed s draws what its own run draws."""
+        if self.seed_streams is None:
+            return draw(tuple(shape), self.streams(device))
+        return torch.stack([draw(tuple(shape[1:]), streams(device)) for streams in self.seed_streams])
 
     def init_layer(self, layer, generator, input_shape):
         if self.has_feedback:
@@ -136,10 +160,15 @@ class Rule:
     def rng_state(self):
         """The state of the random streams the rule draws from while training (None: it draws none).
         The probe saves it and puts it back, so measuring never shifts what training draws."""
+        if self.seed_streams is not None:
+            return [streams.get_state() for streams in self.seed_streams]
         return None if self.streams is None else self.streams.get_state()
 
     def set_rng_state(self, state):
-        if self.streams is not None:
+        if self.seed_streams is not None:
+            for streams, st in zip(self.seed_streams, state):
+                streams.set_state(st)
+        elif self.streams is not None:
             self.streams.set_state(state)
 
     def refresh(self, layer):
@@ -164,8 +193,11 @@ class Rule:
 
     # --- one training step's gradients -----------------------------------------------------------
     def compute_gradients(self, model, x, target, loss_fn):
-        """Forward, loss, and gradients into ``.grad``; returns (per-example loss, output), detached."""
+        """Forward, loss, and gradients into ``.grad``; returns (per-example loss, output), detached.
+
+        The loss is the batch mean per seed: per_example is (batch,), or (seeds, batch) on a
+        seed-stacked model, whose seeds' gradients then stay each their own."""
         out = model(x)
         per_example = loss_fn(out, target)
-        per_example.mean().backward()
+        per_example.mean(-1).sum().backward()
         return per_example.detach(), out.detach()

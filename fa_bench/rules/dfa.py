@@ -32,9 +32,9 @@ class DFA(Rule):
     needs_input_shapes = True  # a conv layer's feedback is sized by its input's spatial extent
     options: ClassVar[dict] = {"init": "kaiming_uniform", "scale": None, "direct": None}
 
-    def attach(self, layers, input_shapes=None):
+    def bind(self, layers, seeds=None):
         self.error = None
-        super().attach(layers, input_shapes)
+        super().bind(layers, seeds)
         self.senders = None  # None: every layer sends e·B down
         if self.opts["direct"] is not None:
             names = [n for n, _ in self.layers]
@@ -56,11 +56,8 @@ class DFA(Rule):
             shape = tuple(layer.weight.shape)
         elif hasattr(layer, "in_features"):
             shape = (n_out, layer.in_features)
-        elif input_shape is not None:
+        else:  # a conv layer: convert() measured its input (it refuses a convnet without example_input)
             shape = (n_out, math.prod(layer.padded_input_shape(input_shape)))
-        else:
-            raise ValueError("dfa on a model with Conv2d layers needs the input shape of each layer: "
-                             "pass example_input=<one batch> to fa_bench.convert")
         set_feedback(layer, draw_feedback(shape, self.opts["init"], self.opts["scale"], generator))
 
     def error_to_input(self, layer, grad_out, feedback, x):

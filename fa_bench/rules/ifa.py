@@ -3,9 +3,7 @@ first hidden layer; every layer above learns from that layer's update direction,
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from fa_bench.layers import FeedbackLinear
 from fa_bench.rules.base import register
 from fa_bench.rules.dfa import DFA
 
@@ -46,18 +44,19 @@ class IFA(DFA):
     needs_input_shapes = False  # fully connected only: in_features sizes every B
     supports_conv = False
 
-    def attach(self, layers, input_shapes=None):
-        convs = [n for n, l in layers if not isinstance(l, FeedbackLinear)]
-        if convs:
-            raise ValueError(
-                f"ifa applies only to fully connected nets, but layers {convs} are convolutions: IFA carries "
-                f"the first hidden layer's update direction forward through the next layer's W (Nøkland 2016, "
-                f"eq. 9), and on a convnet pooling between the layers gives that direction a different shape "
-                f"from the next layer's input (Nøkland used IFA only on an MLP); use dfa or fa for convnets")
+    conv_refusal = ("IFA carries the first hidden layer's update direction forward through the next layer's "
+                    "W (Nøkland 2016, eq. 9), and on a convnet pooling between the layers gives that direction a "
+                    "different shape from the next layer's input (Nøkland used IFA only on an MLP); use dfa or "
+                    "fa for convnets")
+
+    def __init__(self, **options):
+        super().__init__(**options)
         if self.opts.get("direct") is not None:
             raise ValueError("ifa sends the output error into the first hidden layer only; `direct` is a dfa option")
+
+    def bind(self, layers, seeds=None):
         self.trace, self.sends = {}, {}
-        super().attach(layers, input_shapes)
+        super().bind(layers, seeds)
         chain = [l for _, l in self.layers]
         if chain[-1] is not self.output_layer:
             raise ValueError(f"ifa: the output layer ({self.output_name!r}) must be the last converted layer "
@@ -93,7 +92,8 @@ class IFA(DFA):
             a_k = self._traced(chain[k])[1]
             x_next = self._traced(chain[k + 1])[0]
             delta = self._through_activation(a_k, x_next, v, k)  # δa_k = v ⊙ f'(a_k)
-            v = F.linear(delta.reshape(x_next.shape), chain[k + 1].weight.detach().to(delta.dtype))  # W_{k+1} δa_k
+            W_next = chain[k + 1].weight.detach().to(delta.dtype)
+            v = chain[k + 1].affine(delta.reshape(x_next.shape), W_next, None)  # W_{k+1} δa_k
             target = self._traced(chain[k + 2])[0]
             if v.numel() != target.numel():
                 raise RuntimeError(self._not_elementwise(k + 1, v, target))

@@ -28,7 +28,9 @@ class NodePerturbation(Rule):
     def forward(self, layer, x):
         out = layer.affine(x, layer.weight, layer.bias)
         if self.noisy:
-            noise = torch.randn(out.shape, generator=self.streams(out.device), device=out.device, dtype=out.dtype)
+            noise = self.random_tensor(
+                lambda shape, g: torch.randn(shape, generator=g, device=g.device, dtype=out.dtype), out.shape,
+                out.device)
             noise.mul_(self.opts["sigma"])
             layer.record_np = (x.detach(), noise)
             out = out + noise
@@ -46,10 +48,12 @@ class NodePerturbation(Rule):
                 noisy = loss_fn(model(x), target)
             finally:
                 self.noisy = False
-            scale = (noisy - clean) / (self.opts["sigma"] ** 2 * x.shape[0])  # mean over the batch
+            # the per-example losses are (batch,), or (seeds, batch) on a seed-stacked model: the mean is
+            # over the batch, per seed
+            scale = (noisy - clean) / (self.opts["sigma"] ** 2 * clean.shape[-1])
             for _, layer in self.layers:
                 inp, noise = layer.record_np
-                g = noise * scale.view(-1, *([1] * (noise.dim() - 1)))
+                g = noise * scale.view(*scale.shape, *([1] * (noise.dim() - scale.dim())))
                 grad_w, grad_b = layer.local_grads(g, inp)
                 _accumulate(layer.weight, grad_w)
                 if layer.bias is not None:

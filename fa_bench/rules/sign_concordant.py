@@ -75,5 +75,6 @@ class BRSF(_SignConcordant):
 
     def magnitude(self, layer):
         W = layer.weight
-        R = draw_feedback(tuple(W.shape), self.opts["init"], self.opts["scale"], self.streams(W.device))
+        init, scale = self.opts["init"], self.opts["scale"]
+        R = self.random_tensor(lambda shape, g: draw_feedback(shape, init, scale, g), W.shape, W.device)
         return R.abs().to(W.dtype)

@@ -1,0 +1,218 @@
+"""The engine for any model under a rule: forward, the rule's gradients, an optimizer step.
+
+One class serves a single run and a seed-stacked job (fa_bench.stacking): a stacked model's tensors
+carry the seeds along their leading axis, so this engine only has to draw each seed's batch order from
+that seed's own generator, gather its batches, and read each seed's slice of the outputs. The rule,
+the optimizer, the probe and the phases are the same objects either way.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from fa_bench.adversarial import FGSM
+from fa_bench.convert import convert, converted_layers, rule_of
+from fa_bench.data import DataBundle, batches
+from fa_bench.probe import AlignmentProbe
+from fa_bench.rules import get_rule
+from fa_bench.seeding import generator as seeded_generator
+from fa_bench.sparsity import masked_layers, reapply
+from fa_bench.trainer import Engine, TrainConfig, metrics_of
+
+log = logging.getLogger(__name__)
+
+
+class PhaseSchedule:
+    """Which parameters each training phase holds fixed, and the rule each phase switches to. Built
+    before training, so a layer that does not exist fails the run before its first step, naming the
+    converted layers."""
+
+    def __init__(self, model, phases):
+        layers = converted_layers(model)
+        names = [n for n, _ in layers]
+        self.frozen, self.switches = [], {}
+        end = 0
+        for phase in phases or []:
+            if phase.get("rule") is not None:  # checked now, applied at the phase's first step
+                spec = dict(phase["rule"])
+                rule = get_rule(spec.pop("name"), **spec)
+                if rule.learns_feedback:
+                    raise ValueError(f"trainer.phases: switching to {rule.name!r} mid-run is not supported: its "
+                                     f"feedback is a parameter the optimizer was not built with")
+                self.switches[end] = dict(phase["rule"])
+            params = []
+            for ref in phase.get("freeze", []):
+                if isinstance(ref, int) and -len(layers) <= ref < len(layers):
+                    layer = layers[ref][1]
+                elif str(ref) in names:
+                    layer = layers[names.index(str(ref))][1]
+                else:
+                    raise ValueError(f"trainer.phases: no converted layer {ref!r}; converted layers: "
+                                     f"{names} (or their indices 0..{len(names) - 1}, -1 the last)")
+                params += list(layer.parameters())
+            end += phase["steps"]
+            self.frozen.append(params)
+
+    def frozen_in(self, phase: int) -> list:
+        return self.frozen[phase] if phase < len(self.frozen) else []
+
+
+def switch_rule(model, spec: dict, example_input, seed: int):
+    """Re-convert ``model`` in place to the rule ``spec`` names: the same parameters (so the optimizer
+    and its state carry over), a fresh rule with its feedback drawn from the run's seed."""
+    spec = dict(spec)
+    convert(model, spec.pop("name"), example_input=example_input, seed=seed, **spec)
+    log.info("%s", model.fa_report)
+    return rule_of(model)
+
+
+class RuleEngine(Engine):
+    """``model`` (converted; or seed-stacked, its rule bound to ``seeds``) trained by its rule.
+
+    ``data``: one DataBundle all seeds train on, or (stacked) a list with one per seed, whose inputs
+    are then stacked. ``orders``: each seed's batch-order generator. ``loss_fn``: per-example losses
+    for outputs (batch, ...), or (seeds, batch, ...) on a stacked model (fa_bench.stacking.seed_axis_loss).
+    """
+
+    name = "autograd"
+    honours = frozenset({"shuffle", "eval_batch_size", "metrics_every", "metrics_batch_size",
+                         "metrics_neuron_sample", "phases", "stop_train_error", "adversarial"})
+
+    def __init__(self, model, data: DataBundle | list[DataBundle], loss_fn, optimizer, cfg: TrainConfig,
+                 seeds: list[int], orders: list[torch.Generator]):
+        self.model, self.loss_fn, self.optimizer, self.cfg = model, loss_fn, optimizer, cfg
+        self.rule = rule_of(model)
+        self.stacked = self.rule.seeds is not None
+        self.seeds = [int(s) for s in seeds]
+        self.n_seeds = len(self.seeds)
+        if self.stacked and self.rule.seeds != self.seeds:
+            raise ValueError(f"the stacked model's seeds {self.rule.seeds} are not {self.seeds}")
+        if not self.stacked and self.n_seeds != 1:
+            raise ValueError("an unstacked model trains one seed; stack the seeds' models first (fa_bench.stacking)")
+        bundles = data if isinstance(data, list) else [data]
+        first = bundles[0]
+        self.task, self.device = first.task, first.x_train.device
+        self.per_seed_data = len(bundles) > 1
+        if self.per_seed_data:
+            if len(bundles) != self.n_seeds:
+                raise ValueError(f"{len(bundles)} data sets for {self.n_seeds} seeds")
+            stack = lambda key: torch.stack([getattr(b, key) for b in bundles])  # noqa: E731
+            self.x_train, self.y_train, self.x_test, self.y_test = (stack(k) for k in
+                                                                    ("x_train", "y_train", "x_test", "y_test"))
+        else:
+            self.x_train, self.y_train, self.x_test, self.y_test = first.x_train, first.y_train, first.x_test, first.y_test
+        self.n_train = self.x_train.shape[1 if self.per_seed_data else 0]
+        self.orders = orders
+        self.seed_rows = torch.arange(self.n_seeds, device=self.device).unsqueeze(1)
+        self.attack = FGSM.from_config(cfg.adversarial)
+        if self.attack is not None:
+            if self.stacked:
+                raise ValueError("FGSM adversarial training runs one seed at a time (not seed-stacked)")
+            self.attack.check_rule(self.rule)
+        self.schedule = PhaseSchedule(model, cfg.phases)
+        self.masked = masked_layers(model)
+        self.phase = None
+        self.frozen_seeds: dict[int, list] = {}  # stopped seeds of a stacked model: their parameters as they stopped
+        self.probe_obj = self._new_probe() if cfg.metrics_every else None
+        self.probe_batch = None
+        if self.probe_obj is not None and cfg.metrics_batch_size:
+            idx = torch.stack([torch.randperm(self.n_train, generator=seeded_generator(s, "probe"))[:cfg.metrics_batch_size]
+                               for s in self.seeds]).to(self.device)
+            self.probe_batch = self._gather(idx if self.stacked else idx[0])
+        model.train()
+
+    def _new_probe(self):
+        return AlignmentProbe(self.model, self.loss_fn, self.cfg.metrics_neuron_sample, self.seeds[0])
+
+    # --- batches --------------------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        return -(-self.n_train // self.cfg.batch_size)
+
+    def epoch_batches(self, epoch):
+        if not self.stacked:
+            return batches(self.n_train, self.cfg.batch_size, self.orders[0], self.device, self.cfg.shuffle)
+        # each seed's epoch order from its own generator, drawn exactly as fa_bench.data.batches draws it
+        if self.cfg.shuffle:
+            order = torch.stack([torch.randperm(self.n_train, generator=g, device="cpu") for g in self.orders])
+            order = order.to(self.device)
+        else:
+            order = torch.arange(self.n_train, device=self.device).expand(self.n_seeds, -1)
+        return order.split(self.cfg.batch_size, dim=1)
+
+    def batch_examples(self, idx) -> int:
+        return idx.shape[-1]
+
+    def _gather(self, idx):
+        if self.per_seed_data:
+            return self.x_train[self.seed_rows, idx], self.y_train[self.seed_rows, idx]
+        return self.x_train[idx], self.y_train[idx]
+
+    # --- one step -------------------------------------------------------------------------------
+    def begin_step(self, step, phase):
+        if step in self.schedule.switches:
+            if self.stacked:
+                raise ValueError("a phase that switches the rule runs one seed at a time (not seed-stacked)")
+            self.rule = switch_rule(self.model, self.schedule.switches[step], self.x_train[:2], self.seeds[0])
+            if self.probe_obj is not None:
+                self.probe_obj = self._new_probe()
+            if self.attack is not None:
+                self.attack.check_rule(self.rule)
+        self.phase = phase
+
+    def train_step(self, idx) -> dict:
+        xb, yb = self._gather(idx)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.attack is None:
+            per_example, out = self.rule.compute_gradients(self.model, xb, yb, self.loss_fn)
+        else:
+            per_example, out = self.attack.step(self.rule, self.model, xb, yb, self.loss_fn)
+        for p in self.schedule.frozen_in(self.phase):
+            p.grad = None  # optimizers skip parameters without a gradient (decay and momentum too)
+        self.optimizer.step()
+        if self.masked:
+            reapply(self.masked)
+        if self.frozen_seeds:
+            self._hold_stopped_seeds()
+        if self.stacked:
+            return {"y": yb, "loss": per_example, "out": out}
+        return {"y": yb[None], "loss": per_example[None], "out": out[None]}
+
+    def stop_seed(self, index):
+        if self.stacked:
+            self.frozen_seeds[index] = [(p, p.detach()[index].clone()) for p in self.model.parameters()]
+
+    @torch.no_grad()
+    def _hold_stopped_seeds(self):
+        for index, saved in self.frozen_seeds.items():
+            for p, value in saved:
+                p[index] = value
+
+    # --- measurements ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, seeds):
+        if not seeds:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        bs = self.cfg.eval_batch_size
+        if not self.stacked:
+            outs = torch.cat([self.model(xb) for xb in self.x_test.split(bs)])[None]
+        elif self.per_seed_data:
+            outs = torch.cat([self.model(xb) for xb in self.x_test.split(bs, dim=1)], dim=1)
+        else:
+            outs = torch.cat([self.model(xb.expand(self.n_seeds, *xb.shape)) for xb in self.x_test.split(bs)], dim=1)
+        self.model.train(was_training)
+        loss_fn = self.loss_fn
+        if self.stacked:  # one seed's outputs at a time: the unstacked loss
+            loss_fn = self._unstacked_loss
+        return {s: metrics_of(outs[s], self.y_test[s] if self.per_seed_data else self.y_test, loss_fn, self.task)
+                for s in seeds}
+
+    def _unstacked_loss(self, out, target):
+        return self.loss_fn(out[None], target[None])[0]
+
+    def probe(self, idx):
+        if self.probe_obj is None:
+            return None
+        return self.probe_obj.measure_seeds(*(self.probe_batch or self._gather(idx)))
