@@ -1,4 +1,4 @@
-"""``fa-run``: the Hydra entry point (SPEC §1)."""
+"""``fa-run``: the Hydra entry point (docs/contracts.md §1)."""
 from __future__ import annotations
 
 import logging

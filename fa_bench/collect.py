@@ -1,4 +1,4 @@
-"""Run folders -> tidy, committed results (SPEC §3): runs.csv, curves.csv and meta.json per experiment.
+"""Run folders -> tidy, committed results (docs/contracts.md §3): runs.csv, curves.csv and meta.json per experiment.
 
 runs.csv has one row per run: summary.json's plain fields (rule, seed, status, ..., `model` being the
 registry name, e.g. `mlp`), `budget_<key>`, `final_<metric>`, `setting` (the overrides other than rule

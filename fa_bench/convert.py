@@ -1,4 +1,4 @@
-"""fa_bench.convert: put any nn.Module under a learning rule (SPEC §2)."""
+"""fa_bench.convert: put any nn.Module under a learning rule (docs/contracts.md §2)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -115,7 +115,8 @@ def _refuse(model, rule, names, modules, example_input):
                          f"layer: pass example_input=<one batch> to fa_bench.convert")
     wanted = rule.opts.get("output_layer")
     if wanted is not None and wanted not in names:
-        raise ValueError(f"output_layer {wanted!r} is not a layer convert would convert; converted layers would be: {names}")
+        raise ValueError(f"output_layer {wanted!r} is not a layer convert would convert; converted layers would "
+                         f"be: {names}")
     if not rule.uses_backward:
         stray = [n for n, _ in model.named_parameters() if (n.rsplit(".", 1)[0] if "." in n else "") not in names]
         if stray:

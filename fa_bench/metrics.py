@@ -1,4 +1,4 @@
-"""Metric definitions (SPEC §4), as plain functions of tensors. Everything is computed in float64."""
+"""Metric definitions (docs/contracts.md §4), as plain functions of tensors. Everything is computed in float64."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Alignment probe: per-layer metrics (SPEC §4) measured without touching the training trajectory.
+"""Alignment probe: per-layer metrics (docs/contracts.md §4) measured without touching the training trajectory.
 
 The probe runs its own forward/backward passes on a batch: one under the model's rule and one
 under exact backprop, on the same forward pass (same dropout masks, same batch-norm statistics).
@@ -64,8 +64,8 @@ class AlignmentProbe:
         self.seed_units = []
         for s in self.seeds:
             g = seeded_generator(s, "neuron_sample")
-            self.seed_units.append({n: torch.randperm(l.weight.shape[-1], generator=g)[:neuron_sample].sort().values.tolist()
-                                    for n, l in self.layers})
+            self.seed_units.append({n: torch.randperm(l.weight.shape[-1], generator=g)[:neuron_sample].sort()
+                                    .values.tolist() for n, l in self.layers})
         self.units = self.seed_units[0]
 
     def _signals(self, x, target, exact: bool):

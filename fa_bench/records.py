@@ -1,4 +1,4 @@
-"""What a run writes (SPEC §3): metrics.csv rows and summary.json, plus provenance."""
+"""What a run writes (docs/contracts.md §3): metrics.csv rows and summary.json, plus provenance."""
 from __future__ import annotations
 
 import csv

@@ -13,15 +13,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import fa_bench
 from fa_bench.config import conf_dir
 from fa_bench.data import DATASETS, load_dataset
+from fa_bench.engines.autograd import PhaseSchedule, RuleEngine
 from fa_bench.losses import LOSSES, get_loss
 from fa_bench.models import MODELS, build_model, check_init
 from fa_bench.optim import OPTIMIZERS
+from fa_bench.optim import build_optimizer as _build_optimizer
 from fa_bench.records import MetricsWriter, git_info, write_summary
 from fa_bench.rules import RULES, get_rule
 from fa_bench.seeding import derive_seed, generator
 from fa_bench.sparsity import sparsify
-from fa_bench.engines.autograd import PhaseSchedule, RuleEngine
-from fa_bench.optim import build_optimizer as _build_optimizer
 from fa_bench.spiking import train_spiking
 from fa_bench.stacking import seed_axis_loss, stack_models, stack_refusal
 from fa_bench.trainer import TrainConfig, train_loop

@@ -311,7 +311,8 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
                 writers[s].log(step * engine.step_size, epoch, examples, "test", name, value)
         if cfg.phases:
             for s in live:
-                writers[s].log(step * engine.step_size, epoch, examples, "train", "phase", cfg.phase_at(max(step - 1, 0)))
+                writers[s].log(step * engine.step_size, epoch, examples, "train", "phase",
+                               cfg.phase_at(max(step - 1, 0)))
         for s in live:
             writers[s].flush()
         for s, why in stopping.items():
@@ -356,12 +357,3 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
     return [TrainResult(status[s], ended[s][0] * engine.step_size, ended[s][1], ended[s][2], wall,
                         writers[s].final(), reasons[s]) for s in range(S)]
 
-
-def train(model, rule, data, loss_fn, optimizer, cfg: TrainConfig, writer: MetricsWriter,
-          generator: torch.Generator, desc: str = "train", seed: int = 0) -> TrainResult:
-    """Train one converted model in place (the Python API's single run): the autograd engine under
-    ``train_loop``. ``rule.compute_gradients`` fills ``.grad``; the optimizer steps."""
-    from fa_bench.engines.autograd import RuleEngine
-
-    engine = RuleEngine(model, data, loss_fn, optimizer, cfg, seeds=[seed], orders=[generator])
-    return train_loop(engine, cfg, [writer], desc=desc)[0]

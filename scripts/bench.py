@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 import fa_bench
 from fa_bench.config import conf_dir
 from fa_bench.data import DataBundle, batches, load_dataset
+from fa_bench.engines.autograd import RuleEngine, train
 from fa_bench.losses import get_loss
 from fa_bench.models import build_model
 from fa_bench.optim import build_optimizer
@@ -45,9 +46,8 @@ from fa_bench.probe import AlignmentProbe
 from fa_bench.records import MetricsWriter, git_info
 from fa_bench.rules import RULES
 from fa_bench.seeding import derive_seed, generator
-from fa_bench.engines.autograd import RuleEngine
 from fa_bench.stacking import seed_axis_loss, stack_models
-from fa_bench.trainer import TrainConfig, train, train_loop
+from fa_bench.trainer import TrainConfig, train_loop
 
 BATCHED_RULES = tuple(name for name, cls in RULES.items() if cls.seed_batchable)
 
@@ -298,7 +298,8 @@ def batched_run(spec: SeedModel, rule, data, seeds, steps, batch_size, clock):
     kwargs = dict(spec.build)
     name = kwargs.pop("name")
     start = clock()
-    models = [fa_bench.convert(build_model(name, seed=s, **kwargs).to(data.x_train.device), rule, seed=s) for s in seeds]
+    device = data.x_train.device
+    models = [fa_bench.convert(build_model(name, seed=s, **kwargs).to(device), rule, seed=s) for s in seeds]
     model = stack_models(models, list(seeds))
     cfg = TrainConfig(max_steps=steps, batch_size=batch_size, eval_every=10**9, metrics_every=0, progress=False)
     engine = RuleEngine(model, data, seed_axis_loss(get_loss(spec.loss)), build_optimizer(model, "sgd", lr=LR), cfg,

@@ -16,8 +16,9 @@ from torch import nn
 import fa_bench
 from fa_bench.adversarial import FGSM, input_gradient
 from fa_bench.data import DataBundle, batches
+from fa_bench.engines.autograd import train
 from fa_bench.records import MetricsWriter
-from fa_bench.trainer import TrainConfig, train
+from fa_bench.trainer import TrainConfig
 
 
 def ce(out, target):

@@ -13,13 +13,13 @@ from fa_bench.collect import read_table
 from fa_bench.config import compose_config
 from fa_bench.convert import converted_layers
 from fa_bench.data import load_dataset
+from fa_bench.engines.autograd import PhaseSchedule, train
 from fa_bench.losses import sse
 from fa_bench.probe import AlignmentProbe
 from fa_bench.records import MetricsWriter
 from fa_bench.run import ConfigError, build, resolve_config, run
 from fa_bench.sparsity import masked_layers, sparsify
-from fa_bench.engines.autograd import PhaseSchedule
-from fa_bench.trainer import TrainConfig, train
+from fa_bench.trainer import TrainConfig
 
 
 def _net(rule="fa", seed=0, **opts):

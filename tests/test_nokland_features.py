@@ -18,11 +18,12 @@ import fa_bench
 from fa_bench.config import compose_config
 from fa_bench.data import DataBundle, load_dataset
 from fa_bench.data import whitening as W
+from fa_bench.engines.autograd import train
 from fa_bench.losses import bce
 from fa_bench.models import build_model
 from fa_bench.records import MetricsWriter
 from fa_bench.run import ConfigError, resolve_config
-from fa_bench.trainer import TrainConfig, train
+from fa_bench.trainer import TrainConfig
 
 
 # ------------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def _disagreements(tmp_path: Path) -> list[str]:
         if "table_claims" not in claim_entry:
             continue
         experiment = claim_entry["table_claims"].split("/")[1]
-        for cell, (label, fields) in nokland_figures.PAPER[experiment]["cells"].items():
+        for cell, (label, _fields) in nokland_figures.PAPER[experiment]["cells"].items():
             for rule in RULES:
                 drawn = tables[experiment][label][f"{rule.upper()} paper"]
                 claim = claims.get(f"{claim_entry['id_prefix']}{cell.removeprefix('nokland_')}_{rule}")

@@ -8,8 +8,7 @@ from fa_bench.config import compose_config
 from fa_bench.losses import sse
 from fa_bench.run import build, resolve_config
 from fa_bench.seeding import derive_seed
-from fa_bench.trainer import Window
-from fa_bench.trainer import evaluate
+from fa_bench.trainer import Window, evaluate
 
 
 def test_window_nse_is_lillicraps_over_the_whole_window():

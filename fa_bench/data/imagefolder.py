@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from fa_bench.data import StreamingData, default_root, register
 from fa_bench.data.errors import DataConfigError, DataCorruptError, DataFileNotFoundError
+from fa_bench.data.registry import StreamingData, default_root, register
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

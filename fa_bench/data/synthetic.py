@@ -1,8 +1,8 @@
 """Synthetic regression tasks from Lillicrap 2016 (teachers drawn from the data seed)."""
 import torch
 
-from fa_bench.data import DataBundle, register
 from fa_bench.data.errors import check_count
+from fa_bench.data.registry import DataBundle, register
 from fa_bench.seeding import generator
 
 

@@ -3,11 +3,11 @@ import os
 
 import torch
 
-from fa_bench.data import DataBundle, default_root, idx, register
+from fa_bench.data import idx
 from fa_bench.data.errors import DataFileNotFoundError, check_count
+from fa_bench.data.registry import DataBundle, default_root, register
 from fa_bench.data.whitening import check as check_whitening
 from fa_bench.data.whitening import whiten as apply_whitening
-
 
 CIFAR_FOLDERS = {"CIFAR10": ("cifar-10-batches-py", "cifar-10-python.tar.gz"),
                  "CIFAR100": ("cifar-100-python", "cifar-100-python.tar.gz")}

@@ -15,10 +15,11 @@ from fa_bench.adversarial import FGSM
 from fa_bench.convert import convert, converted_layers, rule_of
 from fa_bench.data import DataBundle, batches
 from fa_bench.probe import AlignmentProbe
+from fa_bench.records import MetricsWriter
 from fa_bench.rules import get_rule
 from fa_bench.seeding import generator as seeded_generator
 from fa_bench.sparsity import masked_layers, reapply
-from fa_bench.trainer import Engine, TrainConfig, metrics_of
+from fa_bench.trainer import Engine, TrainConfig, TrainResult, metrics_of, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ class RuleEngine(Engine):
             self.x_train, self.y_train, self.x_test, self.y_test = (stack(k) for k in
                                                                     ("x_train", "y_train", "x_test", "y_test"))
         else:
-            self.x_train, self.y_train, self.x_test, self.y_test = first.x_train, first.y_train, first.x_test, first.y_test
+            self.x_train, self.y_train = first.x_train, first.y_train
+            self.x_test, self.y_test = first.x_test, first.y_test
         self.n_train = self.x_train.shape[1 if self.per_seed_data else 0]
         self.orders = orders
         self.seed_rows = torch.arange(self.n_seeds, device=self.device).unsqueeze(1)
@@ -117,7 +119,8 @@ class RuleEngine(Engine):
         self.probe_obj = self._new_probe() if cfg.metrics_every else None
         self.probe_batch = None
         if self.probe_obj is not None and cfg.metrics_batch_size:
-            idx = torch.stack([torch.randperm(self.n_train, generator=seeded_generator(s, "probe"))[:cfg.metrics_batch_size]
+            n = cfg.metrics_batch_size
+            idx = torch.stack([torch.randperm(self.n_train, generator=seeded_generator(s, "probe"))[:n]
                                for s in self.seeds]).to(self.device)
             self.probe_batch = self._gather(idx if self.stacked else idx[0])
         model.train()
@@ -216,3 +219,13 @@ class RuleEngine(Engine):
         if self.probe_obj is None:
             return None
         return self.probe_obj.measure_seeds(*(self.probe_batch or self._gather(idx)))
+
+
+def train(model, rule, data, loss_fn, optimizer, cfg: TrainConfig, writer: MetricsWriter,
+          generator: torch.Generator, desc: str = "train", seed: int = 0) -> TrainResult:
+    """Train one converted model in place (the Python API's single run): this engine under the loop.
+    ``rule`` is the model's (rule_of(model)); ``rule.compute_gradients`` fills ``.grad``, the optimizer steps."""
+    if rule is not rule_of(model):
+        raise ValueError("train: rule is not the rule the model was converted with")
+    engine = RuleEngine(model, data, loss_fn, optimizer, cfg, seeds=[seed], orders=[generator])
+    return train_loop(engine, cfg, [writer], desc=desc)[0]

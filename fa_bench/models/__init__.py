@@ -1,84 +1,14 @@
 """Model registry. Adding a model: a function here (or in a module imported below) under @register,
 plus conf/model/<name>.yaml whose keys are its arguments."""
-from __future__ import annotations
-
-import math
-
-import torch
-from torch import nn
-
-from fa_bench.seeding import derive_seed, generator
-
-MODELS: dict = {}
-
-
-def register(fn):
-    MODELS[fn.__name__] = fn
-    return fn
-
-
-ACTIVATIONS = {"linear": nn.Identity, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "relu": nn.ReLU}
-WEIGHT_INITS = ("default", "uniform", "zero", "fan_in_uniform")
-
-
-def activation(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
-
-
-def check_init(init: str, scale) -> None:
-    if init not in WEIGHT_INITS:
-        raise ValueError(f"unknown weight init {init!r}; valid: {', '.join(WEIGHT_INITS)}")
-    if init == "uniform" and scale is None:
-        raise ValueError("init='uniform' draws U[-init_scale, init_scale]: set init_scale")
-
-
-def check_bias_init(bias_scale) -> None:
-    if not (bias_scale is None or bias_scale == "fan_in"
-            or (isinstance(bias_scale, (int, float)) and not isinstance(bias_scale, bool) and bias_scale >= 0)):
-        raise ValueError(f"bias_init_scale must be null (zero biases), a number >= 0 (U[-s, s]) or 'fan_in' "
-                         f"(U(±1/√fan_in) per layer), got {bias_scale!r}")
-
-
-def init_weights(model: nn.Module, init: str = "default", scale: float | None = None, bias_scale=None,
-                 generator: torch.Generator | None = None):
-    """Re-initialise every Linear/Conv2d: 'default' (torch's), 'uniform' U[-scale, scale] (Lillicrap),
-    'zero' (Nøkland's FA/DFA tanh nets), 'fan_in_uniform' U(±scale/√fan_in) (Nøkland's BP and ReLU nets).
-    Biases: U[-bias_scale, bias_scale] if bias_scale is a number, U(±1/√fan_in) of their layer if it is
-    'fan_in' (Nøkland: "weights and biases were sampled from" that range), else zero (torch's own for
-    'default')."""
-    check_init(init, scale)
-    check_bias_init(bias_scale)
-    if init == "default":
-        return model
-    for m in model.modules():
-        if not isinstance(m, (nn.Linear, nn.Conv2d)):
-            continue
-        w = m.weight
-        fan_in_bound = 1.0 / math.sqrt(w[0].numel())  # w[0]: in_features × receptive field
-        with torch.no_grad():
-            if init == "zero":
-                w.zero_()
-            else:
-                bound = scale if init == "uniform" else (1.0 if scale is None else scale) * fan_in_bound
-                w.copy_((torch.rand(w.shape, generator=generator) * 2 - 1) * bound)
-            if m.bias is not None:
-                if bias_scale is None:
-                    m.bias.zero_()
-                else:
-                    b_bound = fan_in_bound if bias_scale == "fan_in" else bias_scale
-                    m.bias.copy_((torch.rand(m.bias.shape, generator=generator) * 2 - 1) * b_bound)
-    return model
-
-
-def build_model(name: str, *, init: str = "default", init_scale=None, bias_init_scale=None, seed: int = 0,
-                **kwargs) -> nn.Module:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
-    torch.manual_seed(derive_seed(seed, "model"))  # torch's default init draws from the global stream
-    model = MODELS[name](**kwargs)
-    return init_weights(model, init, init_scale, bias_init_scale, generator(seed, "model"))
-
-
 from fa_bench.models import convnets, mlp  # noqa: F401  (register)
+from fa_bench.models.registry import (  # noqa: F401
+    ACTIVATIONS,
+    MODELS,
+    WEIGHT_INITS,
+    activation,
+    build_model,
+    check_bias_init,
+    check_init,
+    init_weights,
+    register,
+)

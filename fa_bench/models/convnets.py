@@ -1,7 +1,7 @@
 """Convolutional networks."""
 from torch import nn
 
-from fa_bench.models import activation, register
+from fa_bench.models.registry import activation, register
 
 
 @register

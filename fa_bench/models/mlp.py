@@ -1,7 +1,7 @@
 """Fully connected networks: one definition for every rule (the rule lives in fa_bench.convert)."""
 from torch import nn
 
-from fa_bench.models import activation, register
+from fa_bench.models.registry import activation, register
 
 
 @register
