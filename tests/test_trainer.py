@@ -54,3 +54,64 @@ def test_each_purpose_draws_its_own_stream():
 def test_matched_from_the_command_line_decays():
     cfg = resolve_config(compose_config(["rule=matched"]))
     assert cfg.rule.decay > 0  # "B receives W's update, plus weight decay"
+
+
+class _Counter:
+    """A minimal engine: one seed, a constant prediction; enough to drive the loop's schedule."""
+
+    def __new__(cls, honours=frozenset()):
+        from fa_bench.trainer import Engine
+
+        class Counter(Engine):
+            name = "counter"
+            task = "classification"
+
+            def __init__(self):
+                self.honours = frozenset(honours)
+                self.steps, self.evaluations = [], 0
+
+            def steps_per_epoch(self):
+                return 5
+
+            def epoch_batches(self, epoch):
+                return [torch.tensor([0, 1]) for _ in range(5)]
+
+            def batch_examples(self, batch):
+                return 2
+
+            def train_step(self, batch):
+                self.steps.append(batch)
+                return {"y": torch.tensor([[0, 1]]), "pred": torch.tensor([[0, 0]])}
+
+            def evaluate(self, seeds):
+                self.evaluations += 1
+                return {s: {"error": 50.0} for s in seeds}
+
+        return Counter()
+
+
+def test_an_engine_refuses_the_trainer_options_it_does_not_honour():
+    from fa_bench.records import MetricsWriter
+    from fa_bench.trainer import TrainConfig, train_loop
+
+    cfg = TrainConfig(epochs=1, eval_every=2, metrics_every=0, progress=False, phases=[{"steps": 2}])
+    with pytest.raises(ValueError, match=r"engine 'counter' does not honour trainer option phases=\[\{'steps': 2\}\]"):
+        train_loop(_Counter(), cfg, [MetricsWriter(None)])
+    with pytest.raises(ValueError, match="metrics_every=100"):  # the probe asked of an engine without one
+        train_loop(_Counter(), TrainConfig(progress=False), [MetricsWriter(None)])
+    engine = _Counter(honours={"phases"})
+    result = train_loop(engine, cfg, [MetricsWriter(None)])[0]
+    # the loop's own schedule: 5 steps, evaluations at 0, 2, 4 and the end; the window's error is 50 %
+    assert (result.steps, result.examples, result.epochs_run, engine.evaluations) == (5, 10, 1, 4)
+    assert result.final["train/error"] == 50.0 and result.final["train/phase"] == 1
+
+
+def test_the_spiking_engine_refuses_trainer_and_metrics_settings():
+    from fa_bench.run import ConfigError
+
+    base = ["experiment=lillicrap_fig4", "hydra.mode=RUN"]
+    for override, key in (("trainer.phases=[{steps: 2}]", "trainer.phases"), ("trainer.epochs=3", "trainer.epochs"),
+                          ("metrics.every=10", "metrics.every")):
+        with pytest.raises(ConfigError, match=f"engine=spiking does not honour {key}="):
+            resolve_config(compose_config([*base, override]))
+    resolve_config(compose_config([*base, "trainer.progress=false"]))  # progress is the loop's, always honoured
