@@ -3,7 +3,7 @@ export FA_DATA ?= $(abspath ../shared/data)
 PYTHON ?= python
 RESULTS ?= results
 
-.PHONY: install test figures fig2 bench clean
+.PHONY: install test figures fig2 bench clean scorecard results
 
 install:            ## torch/torchvision from this machine's disk, then fa_bench (editable) with test extras
 	$(PYTHON) -m pip install torch torchvision
@@ -14,6 +14,13 @@ test:               ## the test suite (what .ci/run calls)
 
 figures:            ## every figure, table and results/SCORECARD.md from the committed results/ (no training)
 	$(PYTHON) scripts/make_figures.py --results $(RESULTS)
+
+scorecard:          ## the scorecard of any results folder against the papers: make scorecard RESULTS=<dir> (writes <dir>/SCORECARD.md)
+	$(PYTHON) -m fa_bench.scorecard --results $(RESULTS)
+
+results:            ## rerun one experiment and refresh its committed results/<EXP>/ (the explicit choice): make results EXP=lillicrap_fig2
+	@test -n "$(EXP)" || { echo "usage: make results EXP=<experiment> (one of: $(basename $(notdir $(wildcard conf/experiment/*.yaml))))" >&2; exit 2; }
+	fa-run experiment=$(EXP) results_dir=results
 
 fig2:               ## Lillicrap 2016 Fig. 2 end to end: train all rules x seeds, collect, draw
 	fa-run experiment=lillicrap_fig2

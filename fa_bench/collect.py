@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import yaml
+
+from fa_bench import atomic
 
 # identify each curve row's run; the rest of the run's record (budget, device, ...) is in runs.csv
 CURVE_RUN_COLUMNS = ["rule", "seed", "setting", "status", "commit"]
@@ -24,6 +25,7 @@ CURVE_RUN_COLUMNS = ["rule", "seed", "setting", "status", "commit"]
 # over runs into results/<experiment>/<name>, each row tagged with its run's rule and seed
 EXTRA_TABLES = ("traces.csv",)
 CHOICE_PREFIX = "choice_"  # runs.csv column of each Hydra config-group choice: choice_<group>
+METRICS_COLUMNS = ["step", "epoch", "examples", "split", "name", "layer", "value"]  # metrics.csv's (§3)
 
 
 def read_table(path: Path | str) -> pd.DataFrame:
@@ -61,30 +63,118 @@ def budget_text(meta: dict) -> str:
             f"{'/'.join(meta['devices'])}, commit {commits}")
 
 
+MISSING = "missing"  # status of a run folder Hydra started but that wrote no summary.json (killed hard)
+NOT_COMPLETED = ("failed", MISSING, "interrupted")  # what makes an experiment sweep exit non-zero
+NO_SUMMARY_ERROR = "no summary.json: the job was killed, or stopped before it could write one"
+
+
 def find_runs(root: Path | str) -> list[Path]:
-    return sorted(p.parent for p in Path(root).rglob("summary.json"))
+    """Every run folder under ``root`` that wrote its summary.json."""
+    return sorted(p.parent for p in Path(root).rglob("summary.json") if not _hidden(p, root))
+
+
+def _hidden(path: Path, root) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _started(folder: Path) -> bool:
+    """A folder Hydra (or fa_bench.run) set up for a job or run: it holds .hydra/ or config.yaml."""
+    return (folder / ".hydra").is_dir() or (folder / "config.yaml").is_file()
+
+
+def _yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _seed_list(value: str) -> list[int]:
+    try:
+        seeds = yaml.safe_load(value)
+        return [int(s) for s in seeds] if isinstance(seeds, list) else []
+    except (yaml.YAMLError, TypeError, ValueError):
+        return []
+
+
+def find_missing(root: Path | str) -> list[tuple[Path, dict, dict]]:
+    """Runs Hydra started under ``root`` that wrote no summary.json: a job folder (a subfolder of the
+    sweep dir, holding .hydra/ or config.yaml) with no summary.json in it or below it, or a seed-batched
+    job's ``seed<s>/`` folder without one. Returns (folder, overrides, stub summary) per missing run;
+    a seed-batched job with no seed folders yet gives one per seed of its ``seeds=[...]`` override."""
+    root = Path(root)
+    found = []
+    with_summary = set(find_runs(root))
+    started = sorted(d for d in root.rglob("*") if d.is_dir() and not _hidden(d, root) and _started(d))
+    for folder in started:
+        if folder in with_summary or any(p in with_summary for p in folder.parents):
+            continue  # recorded (a job that wrote its summary above its seed folders counts as recorded)
+        if any(p == folder or folder in p.parents for p in with_summary):
+            continue  # a job folder whose runs (seed<s>/) recorded themselves
+        if any(folder in d.parents for d in started):
+            continue  # a job folder whose seed folders are listed on their own
+        overrides = _overrides(folder)
+        job = folder if (folder / ".hydra" / "hydra.yaml").is_file() or folder.parent == root else folder.parent
+        seeds = _seed_list(overrides.pop("seeds")) if "seeds" in overrides else []
+        for seed in seeds or [None]:
+            ov = dict(overrides, **({"seed": str(seed)} if seed is not None else {}))
+            found.append((folder, ov, _missing_summary(folder, job, ov)))
+    return found
+
+
+def _missing_summary(folder: Path, job: Path, overrides: dict) -> dict:
+    """What a missing run's folder still says about it: its config (resolved config.yaml, else Hydra's
+    .hydra/config.yaml) and Hydra's config-group choices."""
+    cfg = _yaml(folder / "config.yaml") or _yaml(job / "config.yaml") or _yaml(job / ".hydra" / "config.yaml") or {}
+    cfg = cfg if isinstance(cfg, dict) else {}
+
+    def name(group):
+        value = cfg.get(group)
+        return value.get("name") if isinstance(value, dict) else None
+
+    seed = overrides.get("seed", cfg.get("seed"))
+    try:
+        seed = int(seed)
+    except (TypeError, ValueError):
+        seed = None
+    hydra_cfg = (_yaml(job / ".hydra" / "hydra.yaml") or {}).get("hydra") or {}
+    choices = ((hydra_cfg.get("runtime") or {}).get("choices") or {}) if isinstance(hydra_cfg, dict) else {}
+    rule = name("rule") or overrides.get("rule") or "unknown"
+    summary = {"status": MISSING, "error": NO_SUMMARY_ERROR, "experiment": cfg.get("experiment_name"),
+               "rule": str(rule) if "${" not in str(rule) else overrides.get("rule", "unknown"),
+               "model": name("model"), "dataset": name("dataset"), "seed": seed,
+               "choices": {k: str(v) for k, v in choices.items() if not k.startswith("hydra") and v is not None}}
+    return {k: v for k, v in summary.items() if v is not None}
 
 
 def _overrides(run_dir: Path) -> dict[str, str]:
-    path = run_dir / ".hydra" / "overrides.yaml"
-    overrides = (yaml.safe_load(path.read_text()) if path.is_file() else None) or []
-    return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    overrides = _yaml(run_dir / ".hydra" / "overrides.yaml") or []
+    return dict(o.lstrip("+~").split("=", 1) for o in overrides if isinstance(o, str) and "=" in o)
 
 
-def _settings(run_dirs) -> list[str]:
+def _settings(overrides: list[dict]) -> list[str]:
     """Each run's cell: the overrides (other than rule and seed) whose values differ across the runs."""
-    overrides = [_overrides(d) for d in run_dirs]
-    keys = {k for o in overrides for k in o} - {"rule", "seed"}
+    keys = {k for o in overrides for k in o} - {"rule", "seed", "seeds"}
     varying = sorted(k for k in keys if len({o.get(k) for o in overrides}) > 1)
     return [",".join(f"{k}={o[k]}" for k in varying if k in o) for o in overrides]
 
 
-def load_runs(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
-    runs, curves = [], []
-    run_dirs = list(run_dirs)
-    for run_dir, setting in zip(run_dirs, _settings(run_dirs)):
+def _read_summary(run_dir: Path) -> dict:
+    try:
         summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError) as err:  # a truncated file from before writes were atomic
+        return {"status": "failed", "error": f"unreadable summary.json: {type(err).__name__}: {err}"}
+    return summary if isinstance(summary, dict) else {"status": "failed", "error": "summary.json is not a record"}
+
+
+def load_runs(run_dirs, missing=()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """runs.csv's rows and the curves of every run with metrics. ``missing``: find_missing's records,
+    kept as rows with status 'missing'."""
+    runs, curves = [], []
+    records = [(d, _overrides(d), _read_summary(d)) for d in run_dirs] + list(missing)
+    for (run_dir, _, summary), setting in zip(records, _settings([o for _, o, _ in records])):
         row = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+        row.setdefault("status", "failed")
         row.update({f"budget_{k}": v for k, v in (summary.get("budget") or {}).items()})
         row.update({f"final_{k}": v for k, v in (summary.get("final") or {}).items()})
         row["setting"] = setting
@@ -92,8 +182,11 @@ def load_runs(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
         row["run_dir"] = str(run_dir)
         runs.append(row)
         metrics_path = run_dir / "metrics.csv"
-        if metrics_path.is_file() and metrics_path.stat().st_size:
-            m = read_table(metrics_path)
+        if metrics_path.is_file() and metrics_path.stat().st_size:  # a killed job may have logged some
+            try:
+                m = read_table(metrics_path)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+                continue  # a metrics file cut off mid-row by a killed job: its run keeps its runs.csv row
             row["commit"] = str(row.get("git_commit", ""))[:10]
             for k in CURVE_RUN_COLUMNS:
                 m[k] = row.get(k)
@@ -101,7 +194,8 @@ def load_runs(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs_df = pd.DataFrame(runs)
     choices = [c for c in runs_df.columns if c.startswith(CHOICE_PREFIX)]
     runs_df[choices] = runs_df[choices].fillna("")  # a run that recorded no choice for that group
-    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    curves_df = (pd.concat(curves, ignore_index=True) if curves
+                 else pd.DataFrame(columns=[*METRICS_COLUMNS, *CURVE_RUN_COLUMNS]))
     return runs_df, curves_df
 
 
@@ -117,53 +211,76 @@ def thin(curves: pd.DataFrame, max_points: int = 400) -> pd.DataFrame:
     return curves[curves["step"].isin(keep)].reset_index(drop=True)
 
 
+def _column(runs: pd.DataFrame, name: str) -> pd.Series:
+    """A runs.csv column without its gaps (a failed or missing run may not have recorded it)."""
+    return runs[name].dropna() if name in runs else pd.Series([], dtype=object)
+
+
+def _plain(values: list) -> list:
+    """Whole numbers as ints (a column with gaps, from a failed run, reads 64 as 64.0)."""
+    return [int(v) if isinstance(v, float) and v.is_integer() else v for v in values]
+
+
+def run_meta(runs: pd.DataFrame, experiment: str | None = None) -> dict:
+    """meta.json's record of the runs: commits, seeds, budget, devices, status counts."""
+    return {
+        "experiment": experiment or (_column(runs, "experiment").unique().tolist() or [None])[0],
+        "git_commits": sorted(_column(runs, "git_commit").astype(str).unique().tolist()),
+        "any_dirty": bool(_column(runs, "git_dirty").astype(bool).any()),
+        "n_runs": len(runs),
+        "status_counts": runs["status"].value_counts().to_dict(),
+        "seeds": sorted({int(s) for s in _column(runs, "seed")}),
+        "rules": sorted(_column(runs, "rule").astype(str).unique().tolist()),
+        "budget": {**{c[len("budget_"):]: sorted(_plain(runs[c].dropna().unique().tolist()))
+                      for c in runs.columns if c.startswith("budget_")},
+                   "examples_per_run": sorted(int(e) for e in _column(runs, "examples").unique())},
+        "devices": sorted(_column(runs, "device").astype(str).unique().tolist()),
+        "torch_versions": sorted(_column(runs, "torch_version").astype(str).unique().tolist()),
+        "total_wall_time_s": float(pd.to_numeric(_column(runs, "wall_time"), errors="coerce").sum()),
+    }
+
+
 def collect(source: Path | str, dest: Path | str, experiment: str | None = None, max_points: int = 400,
             metrics: list[str] | None = None) -> dict:
     """Aggregate every run under ``source`` into ``dest``; returns the meta record it wrote.
 
-    ``metrics`` keeps only those metric names in curves.csv (the figure's needs); runs.csv keeps
-    every final value regardless.
+    Every run has its runs.csv row, whatever its status (completed, diverged, failed, interrupted, and
+    ``missing``: a job folder Hydra started that holds no summary.json, see find_missing), with its
+    ``error``; curves.csv holds the curves of the runs that logged metrics, each row tagged with its
+    run's status. ``metrics`` keeps only those metric names in curves.csv (the figure's needs);
+    runs.csv keeps every final value regardless. Every file is written atomically (fa_bench.atomic).
     """
+    source, dest = Path(source), Path(dest)
     run_dirs = find_runs(source)
-    if not run_dirs:
-        raise FileNotFoundError(f"no run folders (summary.json) under {source}")
-    runs, curves = load_runs(run_dirs)
-    dest = Path(dest)
+    missing = find_missing(source)
+    if not run_dirs and not missing:
+        raise FileNotFoundError(f"no run folders (summary.json, or a job's .hydra/) under {source}")
+    runs, curves = load_runs(run_dirs, missing)
+    all_dirs = run_dirs + [d for d, _, _ in missing]
     dest.mkdir(parents=True, exist_ok=True)
-    runs.drop(columns=["run_dir", "commit"], errors="ignore").to_csv(dest / "runs.csv", index=False, na_rep="nan")
+    atomic.to_csv(runs.drop(columns=["run_dir", "commit"], errors="ignore"), dest / "runs.csv", index=False,
+                  na_rep="nan")
     if metrics and not curves.empty:
         curves = curves[curves["name"].isin(list(metrics))]
-    thin(curves, max_points).to_csv(dest / "curves.csv", index=False, float_format="%.7g", na_rep="nan")
-    for run_dir, (_, row) in zip(run_dirs, runs.iterrows()):  # saved activations (Nøkland Fig. 3's t-SNE)
-        if (run_dir / "activations.npz").is_file():
+    atomic.to_csv(thin(curves, max_points), dest / "curves.csv", index=False, float_format="%.7g", na_rep="nan")
+    for run_dir, (_, row) in zip(all_dirs, runs.iterrows()):  # saved activations (Nøkland Fig. 3's t-SNE)
+        if row["status"] != MISSING and (run_dir / "activations.npz").is_file():
             tag = re.sub(r"[^A-Za-z0-9_.=-]+", "_", str(row.get("setting") or ""))
             name = f"{row['rule']}_seed{row['seed']}" + (f"_{tag}" if tag else "") + ".npz"
             (dest / "activations").mkdir(exist_ok=True)
-            shutil.copyfile(run_dir / "activations.npz", dest / "activations" / name)
+            atomic.copyfile(run_dir / "activations.npz", dest / "activations" / name)
     for name in EXTRA_TABLES:
         parts = []
-        for run_dir, (_, row) in zip(run_dirs, runs.iterrows()):
-            if (run_dir / name).is_file():
-                part = pd.read_csv(run_dir / name)
+        for run_dir, (_, row) in zip(all_dirs, runs.iterrows()):
+            if row["status"] != MISSING and (run_dir / name).is_file():
+                try:
+                    part = pd.read_csv(run_dir / name)
+                except (pd.errors.ParserError, pd.errors.EmptyDataError):
+                    continue
                 part["rule"], part["seed"] = row["rule"], row["seed"]
                 parts.append(part)
         if parts:
-            pd.concat(parts, ignore_index=True).to_csv(dest / name, index=False, float_format="%.7g")
-    meta = {
-        "experiment": experiment or (runs["experiment"].dropna().unique().tolist() or [None])[0],
-        "git_commits": sorted(runs["git_commit"].astype(str).unique().tolist()),
-        "any_dirty": bool(runs["git_dirty"].fillna(False).astype(bool).any()),
-        "n_runs": len(runs),
-        "status_counts": runs["status"].value_counts().to_dict(),
-        "seeds": sorted(int(s) for s in runs["seed"].unique()),
-        "rules": sorted(runs["rule"].unique().tolist()),
-        "budget": {**{c[len("budget_"):]: sorted(runs[c].dropna().unique().tolist())
-                      for c in runs.columns if c.startswith("budget_")},
-                   "examples_per_run": sorted(int(e) for e in runs["examples"].dropna().unique())
-                   if "examples" in runs else []},
-        "devices": sorted(runs["device"].astype(str).unique().tolist()),
-        "torch_versions": sorted(runs["torch_version"].astype(str).unique().tolist()),
-        "total_wall_time_s": float(runs["wall_time"].sum()),
-    }
-    (dest / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+            atomic.to_csv(pd.concat(parts, ignore_index=True), dest / name, index=False, float_format="%.7g")
+    meta = run_meta(runs, experiment)
+    atomic.write_json(dest / "meta.json", meta, indent=2, default=str)
     return meta

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from fa_bench import atomic
 from fa_bench.collect import budget_text, read_table, select
 
 RULE_NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA"}  # as the papers' tables head their columns
@@ -156,20 +157,33 @@ def score(claim: dict, curves: pd.DataFrame) -> tuple[str, str]:
     raise ValueError(f"unknown check kind {kind!r} in claim {claim['id']}")
 
 
-def write_scorecard(results_dir: Path) -> Path:
+COMMITTED_SOURCE = ("Written by `make figures` from the committed `results/` data and `fa_bench/claims.yaml`; "
+                    "nothing here is typed by hand.")
+
+
+def _experiment_data(folder: Path):
+    """(completed curves, meta) of one collected experiment, or (None, None) when it was not run."""
+    if not (folder / "curves.csv").is_file() or not (folder / "meta.json").is_file():
+        return None, None
+    curves = read_table(folder / "curves.csv")
+    if "status" in curves:
+        curves = curves[curves["status"] == "completed"]
+    return curves, json.loads((folder / "meta.json").read_text())
+
+
+def write_scorecard(results_dir: Path | str, out: Path | str | None = None, committed: bool = True) -> Path:
+    """Score every claim against the experiments collected under ``results_dir`` (any results folder:
+    the committed one, or a user's run's); a claim whose experiment folder is absent reads "not run".
+    Writes ``out`` (default ``<results_dir>/SCORECARD.md``) atomically and returns its path.
+    ``committed``: the header says the file comes from the committed results (make figures) rather
+    than naming ``results_dir``."""
+    results_dir = Path(results_dir)
     rows = []
     cache: dict[str, tuple] = {}
     for claim in load_claims():
         exp = claim["experiment"]
-        folder = results_dir / exp
         if exp not in cache:
-            if (folder / "curves.csv").is_file():
-                curves = read_table(folder / "curves.csv")
-                curves = curves[curves["status"] == "completed"]
-                meta = json.loads((folder / "meta.json").read_text())
-                cache[exp] = (curves, meta)
-            else:
-                cache[exp] = (None, None)
+            cache[exp] = _experiment_data(results_dir / exp)
         curves, meta = cache[exp]
         if curves is None:
             ours, verdict, budget = "not run", "not run", ""
@@ -181,14 +195,20 @@ def write_scorecard(results_dir: Path) -> Path:
         rows.append(f"| {claim['id']} | {exp} | {claim['source']} | {claim['paper']} | {ours} | {verdict} | "
                     f"{claim['reason']} | {budget} |")
     passed = sum("| pass |" in r for r in rows)
+    source = COMMITTED_SOURCE if committed else (
+        f"Written by `python -m fa_bench.scorecard --results {results_dir}` from the results collected in "
+        f"`{results_dir}` and `fa_bench/claims.yaml`; nothing here is typed by hand. Rows whose experiment "
+        "is not in that folder read \"not run\".")
     text = "\n".join([
         "# Scorecard",
         "",
-        "Written by `make figures` from the committed `results/` data and `fa_bench/claims.yaml`; "
-        "nothing here is typed by hand. Ours: mean ± sd over seeds (n).",
+        source + " Ours: mean ± sd over seeds (n).",
         "",
         "Reproduce a row: `fa-run experiment=<name>`, with the row's experiment as <name>; it writes "
-        "`results/<name>/`, then `make figures` rescores.",
+        "`results/<name>/`, then `make figures` rescores." if committed else
+        "Reproduce a row: `fa-run experiment=<name>`, with the row's experiment as <name>; it collects into "
+        "the sweep's own folder (`results_dir=...` to choose), then `make scorecard RESULTS=<that folder>` "
+        "rescores.",
         "",
         f"**{passed} of {len(rows)} claims pass.**",
         "",
@@ -197,6 +217,30 @@ def write_scorecard(results_dir: Path) -> Path:
         *rows,
         "",
     ])
-    out = results_dir / "SCORECARD.md"
-    out.write_text(text)
+    return atomic.write_text(Path(out) if out is not None else results_dir / "SCORECARD.md", text)
+
+
+def is_committed(results_dir: Path | str) -> bool:
+    """Whether ``results_dir`` is this checkout's committed results/ folder."""
+    repo_results = Path(__file__).resolve().parents[1] / "results"
+    return Path(results_dir).resolve() == repo_results
+
+
+def main(argv=None) -> Path:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m fa_bench.scorecard",
+                                description="Score any results folder (results/<experiment>/ subfolders, as "
+                                            "collected by an experiment sweep) against the papers' claims.")
+    p.add_argument("--results", default="results", help="the results folder to score (default: results)")
+    p.add_argument("--out", default=None, help="where to write the scorecard (default: <results>/SCORECARD.md)")
+    args = p.parse_args(argv)
+    if not Path(args.results).is_dir():
+        p.error(f"no results folder {args.results}")
+    out = write_scorecard(Path(args.results), args.out, committed=is_committed(args.results))
+    print(out)
     return out
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from fa_bench import atomic
 from fa_bench.collect import read_table, select
 from fa_bench.figures.common import RULE_STYLE, mean_band, provenance
 from fa_bench.figures.registry import figure
@@ -32,7 +33,7 @@ def fig2(folder: Path) -> list[Path]:
     fig.text(0.01, 0.005, provenance(folder) + "; bands: ±1 sd over seeds", fontsize=6, color="0.4")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     out = folder / "fig2.png"
-    fig.savefig(out, dpi=150)
+    atomic.savefig(fig, out, dpi=150)
     plt.close(fig)
     return [out]
 
@@ -46,7 +47,7 @@ def _save(fig, folder: Path, name: str) -> list[Path]:
     fig.text(0.01, 0.005, provenance(folder) + "; bands: ±1 sd over seeds", fontsize=6, color="0.4")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     out = folder / name
-    fig.savefig(out, dpi=150)
+    atomic.savefig(fig, out, dpi=150)
     plt.close(fig)
     return [out]
 

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from fa_bench import atomic
 from fa_bench.collect import read_table, select
 from fa_bench.figures.common import RULE_STYLE, mean_band, provenance
 from fa_bench.figures.registry import figure
@@ -27,6 +28,20 @@ def _trace_run(traces: pd.DataFrame) -> pd.DataFrame:
     rule = "fa" if "fa" in rules else rules[0]
     rows = traces[traces["rule"].astype(str) == rule]
     return rows[rows["seed"] == rows["seed"].min()]
+
+
+def _completed_traces(folder: Path, curves: pd.DataFrame) -> pd.DataFrame:
+    """traces.csv's rows of the runs that completed (those with completed curves); empty when there
+    is no traces.csv."""
+    path = folder / "traces.csv"
+    if not path.is_file():
+        return pd.DataFrame()
+    traces = read_table(path)
+    def runs(df):
+        return list(zip(df["rule"].astype(str), pd.to_numeric(df["seed"], errors="coerce")))
+
+    done = set(runs(curves))
+    return traces[[run in done for run in runs(traces)]] if not traces.empty else traces
 
 
 def _stage_titles(phases: list[float], examples: dict[float, int]) -> list[str]:
@@ -104,7 +119,15 @@ def fig4(folder: Path) -> list[Path]:
     folder = Path(folder)
     curves = read_table(folder / "curves.csv")
     curves = curves[curves["status"] == "completed"]
-    traces = _trace_run(read_table(folder / "traces.csv"))
+    traces = _completed_traces(folder, curves)
+    if traces.empty:  # no completed run left traces: the error panel alone
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+        _error_panel(ax, curves, [])
+        fig.text(0.01, 0.005, provenance(folder) + "; band: ±1 sd over seeds; no completed run's traces: "
+                 "rasters not drawn", fontsize=6, color="0.4")
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        return [atomic.savefig(fig, folder / "fig4.png", dpi=150)]
+    traces = _trace_run(traces)
     phases = sorted(traces["phase"].unique())
     examples = {p: int(traces.loc[traces["phase"] == p, "examples"].iloc[0]) for p in phases}
 
@@ -125,6 +148,6 @@ def fig4(folder: Path) -> list[Path]:
              f"{traces['seed'].min()}, stream 0, digits shown above", fontsize=6, color="0.4")
     fig.subplots_adjust(left=0.07, right=0.98, top=0.95, bottom=0.06)
     out = folder / "fig4.png"
-    fig.savefig(out, dpi=150)
+    atomic.savefig(fig, out, dpi=150)
     plt.close(fig)
     return [out]

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from fa_bench import atomic
 from fa_bench.collect import read_table, select
 from fa_bench.figures.common import RULE_STYLE, mean_band, provenance
 from fa_bench.figures.registry import figure
@@ -71,8 +72,10 @@ def our_cell(runs: pd.DataFrame, decimals: int, train_shown_above: float, not_co
     done = runs[runs["status"] == "completed"]
     if done.empty:
         return "— (" + ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items()) + ")"
-    test = pd.to_numeric(done.get("final_test/error"), errors="coerce").dropna()
-    train = pd.to_numeric(done.get("final_train/error"), errors="coerce").dropna()
+    test = pd.to_numeric(done.get("final_test/error", pd.Series(dtype=float)), errors="coerce").dropna()
+    train = pd.to_numeric(done.get("final_train/error", pd.Series(dtype=float)), errors="coerce").dropna()
+    if test.empty:
+        return "— (no final test error)"
     train_mean = train.mean() if len(train) else None
     if train_mean is not None and train_mean >= not_converged:
         return f"— ({train_mean:.{decimals}f} %)"
@@ -123,9 +126,7 @@ def write_paper_table(folder: Path, experiment: str) -> list[Path]:
         *lines,
         "",
     ])
-    out = Path(folder) / spec["file"]
-    out.write_text(text)
-    return [out]
+    return [atomic.write_text(Path(folder) / spec["file"], text)]
 
 
 @figure("nokland_table1")
@@ -169,7 +170,7 @@ def _save(fig, folder: Path, name: str, note: str) -> list[Path]:
     fig.text(0.01, 0.005, provenance(folder) + note, fontsize=6, color="0.4")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     out = Path(folder) / name
-    fig.savefig(out, dpi=150)
+    atomic.savefig(fig, out, dpi=150)
     plt.close(fig)
     return [out]
 
@@ -285,7 +286,7 @@ def embeddings(folder: Path) -> pd.DataFrame:
                                            "x": y[:, 0], "y": y[:, 1], "label": labels}))
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if not table.empty:
-        table.to_csv(cache_path, index=False, float_format="%.5g")
+        atomic.to_csv(table, cache_path, index=False, float_format="%.5g")
     return table
 
 
