@@ -306,7 +306,7 @@ def _check_top(c: dict, name):
     _choice(name("engine"), c.get("engine", "autograd"), ENGINES)
     device = c.get("device", "auto")
     if not (isinstance(device, str) and DEVICE_RE.match(device)):
-        _fail(name("device"), device, "valid: auto, cpu, cuda, cuda:<index>")
+        _fail(name("device"), device, "must be auto, cpu, cuda or cuda:<index>")
     _int(name("threads"), c.get("threads"), lo=1, null=True)
     sparsity = c.get("sparsity")
     if sparsity is not None and not (_is_num(sparsity) and 0 <= sparsity < 1):
