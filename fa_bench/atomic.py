@@ -26,8 +26,8 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 __all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "to_csv", "savefig", "copyfile"]
 

@@ -38,19 +38,20 @@ def collect_experiment(name: str, sweep_dir, results_dir, max_points: int = 400,
     """Collect the sweep's runs into ``results_dir/<name>/``, write its summary table and figure(s);
     returns (the one status line, the exit code). Nothing here raises: a failing step is logged with its
     traceback and makes the exit code 1, and the steps after it still run."""
-    from fa_bench.collect import collect
+    from fa_bench.collect import collect, sweep_jobs
     from fa_bench.figures import make_figure
     from fa_bench.tables import write_summary_table
 
     dest = Path(results_dir) / name
+    jobs = sweep_jobs(sweep_dir)
     try:
-        meta = collect(sweep_dir, dest, experiment=name, max_points=max_points, metrics=metrics)
+        meta = collect(sweep_dir, dest, experiment=name, max_points=max_points, metrics=metrics, jobs=jobs)
     except Exception:
         log.exception("collecting %s into %s failed", sweep_dir, dest)
         return f"0 completed, collecting failed: see {sweep_dir}", 1
     code = exit_code(meta["status_counts"])
     if code:
-        _log_failures(sweep_dir)
+        _log_failures(sweep_dir, jobs)
     written, broken = [], []
     for step, draw in (("summary table", lambda: [write_summary_table(dest)]),
                        ("figure", lambda: make_figure(name, results_dir))):
@@ -67,11 +68,14 @@ def collect_experiment(name: str, sweep_dir, results_dir, max_points: int = 400,
     return line, max(code, 1 if broken else 0)
 
 
-def _log_failures(sweep_dir):
+def _log_failures(sweep_dir, jobs=None):
     """One warning per run that did not complete: its folder and its error."""
-    from fa_bench.collect import _read_summary, find_missing, find_runs
+    from fa_bench.collect import _read_summary, _within, find_missing, find_runs
 
     records = [(d, _read_summary(d)) for d in find_runs(sweep_dir)] + [(d, s) for d, _, s in find_missing(sweep_dir)]
+    if jobs is not None:
+        jobs = [Path(j).resolve() for j in jobs]
+        records = [(d, s) for d, s in records if _within(Path(d).resolve(), jobs)]
     for run_dir, summary in records:
         if summary.get("status") in FAILED:
             log.warning("%s: %s (rule %s, seed %s): %s", run_dir, summary.get("status"), summary.get("rule", "?"),

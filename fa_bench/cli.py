@@ -1,42 +1,71 @@
-"""``fa-run``: the Hydra entry point (docs/contracts.md §1)."""
+"""``fa-run``: the Hydra entry point (docs/contracts.md §1).
+
+What a user sees: a finished single run prints its outcome, final metrics and folder; a bad config, a
+data problem or a busy run folder prints one line (no traceback) and exits 1 (in a sweep, that job is
+recorded as failed and the sweep goes on); SIGINT/SIGTERM end the run cleanly (fa_bench.interrupts)
+with one line and exit 130/143.
+"""
 from __future__ import annotations
 
 import logging
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from hydra.types import RunMode
+from omegaconf import DictConfig
 
-from fa_bench.config import conf_dir
-from fa_bench.run import ConfigError, run, run_seeds
+from fa_bench.config import conf_dir  # also registers the run_key resolver the run folders use
+from fa_bench.data.errors import DataConfigError, DataCorruptError, DataFileNotFoundError
+from fa_bench.errors import ConfigError, RunFolderBusy
+from fa_bench.interrupts import RunInterrupted
+from fa_bench.run import run, run_seeds
+from fa_bench.validation import check_experiment_yaml
+
+log = logging.getLogger("fa_bench")
+USER_ERRORS = (ConfigError, RunFolderBusy, DataFileNotFoundError, DataCorruptError, DataConfigError)
+SHOWN = ("test/error", "test/top5_error", "test/nse", "test/loss", "train/error", "train/nse")
 
 
-def seed_tag(seed, seeds) -> str:
-    """A job folder's seed part: seed3, or seeds0-9 for a seed-batched job."""
-    if seeds is None:
-        return f"seed{seed}"
-    seeds = list(seeds)
-    return f"seeds{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else \
-        "seeds" + "_".join(map(str, seeds))
-
-
-OmegaConf.register_new_resolver("seed_tag", seed_tag, replace=True)
+def outcome_line(summary: dict, folder) -> str:
+    final = summary.get("final") or {}
+    shown = ", ".join(f"{k} {final[k]:.4g}" for k in SHOWN if isinstance(final.get(k), (int, float)))
+    skipped = " (finished earlier: skipped)" if summary.get("skipped") else ""
+    return (f"fa-run: {summary.get('status')}{skipped} after {summary.get('steps')} steps"
+            f"{': ' + shown if shown else ''}; run folder {folder}")
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    out_dir = HydraConfig.get().runtime.output_dir
+def _main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    out_dir = hydra_cfg.runtime.output_dir
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        if cfg.get("seeds") is not None:
-            summaries = run_seeds(cfg, out_dir)
-            summary = summaries[0]
-        else:
-            summary = run(cfg, out_dir)
-    except ConfigError as err:
-        logging.getLogger("fa_bench").error("bad config: %s", err)
-        raise SystemExit(f"fa-run: bad config: {err}") from None
+        summaries = run_seeds(cfg, out_dir) if cfg.get("seeds") is not None else [run(cfg, out_dir)]
+    except USER_ERRORS as err:
+        log.error("%s", err)
+        if sweeping:  # recorded as failed in its folder; the sweep goes on and counts it
+            return None
+        raise SystemExit(f"fa-run: {err}") from None
+    except RunInterrupted as err:
+        print(f"fa-run: {err}; metrics and summary written to {out_dir}"
+              "; re-run the same command to resume", file=sys.stderr)
+        raise SystemExit(err.exit_code) from None
+    if not sweeping:
+        print(outcome_line(summaries[0], out_dir))
     # a sweeper that optimises (optuna, ...) reads the return value
-    return summary.get("final", {}).get("test/error", summary.get("final", {}).get("test/nse"))
+    final = summaries[0].get("final") or {}
+    return final.get("test/error", final.get("test/nse"))
+
+
+def main():
+    """fa-run: a YAML error in a config file the command names is reported as file:line before Hydra
+    composes anything (Hydra's own report of it is a traceback)."""
+    try:
+        check_experiment_yaml(sys.argv[1:])
+    except ConfigError as err:
+        raise SystemExit(f"fa-run: {err}") from None
+    return _main()
 
 
 if __name__ == "__main__":

@@ -240,9 +240,25 @@ def run_meta(runs: pd.DataFrame, experiment: str | None = None) -> dict:
     }
 
 
+def sweep_jobs(sweep_dir: Path | str) -> list[Path] | None:
+    """The job folders of the newest sweep into ``sweep_dir`` (its ``sweep.json``, written by the
+    seed_batching sweeper), or None when there is no such list (collect then takes every run there).
+    Run folders are keyed by config and the sweep dir is the experiment's, so it can also hold the runs
+    of earlier, different sweeps: the list keeps those out."""
+    path = Path(sweep_dir) / "sweep.json"
+    if not path.is_file():
+        return None
+    return [Path(j) for j in json.loads(path.read_text())["jobs"] if j]
+
+
+def _within(folder: Path, jobs: list[Path]) -> bool:
+    return any(folder == j or j in folder.parents for j in jobs)
+
+
 def collect(source: Path | str, dest: Path | str, experiment: str | None = None, max_points: int = 400,
-            metrics: list[str] | None = None) -> dict:
-    """Aggregate every run under ``source`` into ``dest``; returns the meta record it wrote.
+            metrics: list[str] | None = None, jobs: list[Path] | None = None) -> dict:
+    """Aggregate every run under ``source`` (or, with ``jobs``, only those job folders') into ``dest``;
+    returns the meta record it wrote.
 
     Every run has its runs.csv row, whatever its status (completed, diverged, failed, interrupted, and
     ``missing``: a job folder Hydra started that holds no summary.json, see find_missing), with its
@@ -253,6 +269,10 @@ def collect(source: Path | str, dest: Path | str, experiment: str | None = None,
     source, dest = Path(source), Path(dest)
     run_dirs = find_runs(source)
     missing = find_missing(source)
+    if jobs is not None:  # only this sweep's jobs (sweep_jobs)
+        jobs = [Path(j).resolve() for j in jobs]
+        run_dirs = [d for d in run_dirs if _within(d.resolve(), jobs)]
+        missing = [m for m in missing if _within(m[0].resolve(), jobs)]
     if not run_dirs and not missing:
         raise FileNotFoundError(f"no run folders (summary.json, or a job's .hydra/) under {source}")
     runs, curves = load_runs(run_dirs, missing)

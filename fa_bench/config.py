@@ -1,9 +1,14 @@
 """Where fa-run's configs live, and composing them from Python (tests, scripts, notebooks) as the CLI does."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+# top-level keys that say where things go or how they are shown, not what a run computes
+NOT_IN_RUN_KEY = ("hydra", "rerun", "results_dir", "collect", "data")
 
 
 def conf_dir() -> str:
@@ -20,3 +25,35 @@ def compose_config(overrides: list[str] | None = None, return_hydra_config: bool
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         return compose("config", overrides=list(overrides or []), return_hydra_config=return_hydra_config)
+
+
+def seed_tag(seed, seeds) -> str:
+    """A run folder's seed part: seed3, or seeds0-9 for a seed-batched job."""
+    if seeds is None:
+        return f"seed{seed}"
+    seeds = list(seeds)
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"seeds{seeds[0]}-{seeds[-1]}"
+    return "seeds" + "_".join(map(str, seeds))
+
+
+def run_key(*, _root_) -> str:
+    """The folder name of the run the whole config describes: '<rule>_<seeds>_<hash>', the hash over the
+    resolved config less NOT_IN_RUN_KEY and trainer.progress. The same config always gets the same folder
+    (a re-run skips or resumes it: fa_bench.run_folder); any change that alters the run, another."""
+    body = OmegaConf.to_container(_root_, resolve=False)
+    for key in NOT_IN_RUN_KEY:
+        body.pop(key, None)
+    body = OmegaConf.to_container(OmegaConf.create(body), resolve=True)
+    body.get("trainer", {}).pop("progress", None)
+    digest = hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{body['rule']['name']}_{seed_tag(body.get('seed'), body.get('seeds'))}_{digest}"
+
+
+def experiment_folder(name) -> str:
+    """runs/<experiment>/ for an experiment's runs, runs/adhoc/ for the rest."""
+    return str(name) if name else "adhoc"
+
+
+OmegaConf.register_new_resolver("run_key", run_key, replace=True)
+OmegaConf.register_new_resolver("experiment_folder", experiment_folder, replace=True)

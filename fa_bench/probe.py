@@ -68,6 +68,15 @@ class AlignmentProbe:
                                     .values.tolist() for n, l in self.layers})
         self.units = self.seed_units[0]
 
+    def state(self) -> dict:
+        """What sign_flips remembers (for a checkpoint)."""
+        return {"init_sign": self.init_sign, "flipped": self.flipped}
+
+    def load_state(self, state: dict):
+        device = self.layers[0][1].weight.device
+        self.init_sign = {n: t.to(device) for n, t in state["init_sign"].items()}
+        self.flipped = {n: t.to(device) for n, t in state["flipped"].items()}
+
     def _signals(self, x, target, exact: bool):
         """Teaching signal at each layer's output, and each layer's weight gradient, for one pass."""
         for _, layer in self.layers:

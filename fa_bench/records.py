@@ -7,29 +7,51 @@ import math
 import subprocess
 from pathlib import Path
 
+from fa_bench import atomic
+
 METRIC_COLUMNS = ["step", "epoch", "examples", "split", "name", "layer", "value"]
 
 
 class MetricsWriter:
-    """Appends rows to metrics.csv; flushes at every ``flush()`` so a killed run keeps what it logged."""
+    """Appends rows to metrics.csv, each flushed as it is written (a killed run keeps every whole row it
+    logged, and never a half one). ``resume``: a ``state()`` taken earlier; the file is cut back to
+    that point and appended to, so a resumed run's rows follow the checkpointed ones exactly."""
 
-    def __init__(self, path: Path | str | None):
+    def __init__(self, path: Path | str | None, resume: dict | None = None):
         self._file = None
-        if path is not None:
+        self.last: dict[tuple[str, str, str], float] = {}
+        if path is None:
+            return
+        if resume is not None and Path(path).is_file():
+            self._file = open(path, "r+", newline="")
+            self._file.truncate(resume["offset"])
+            self._file.seek(resume["offset"])
+            self._csv = csv.writer(self._file)
+            self.last = dict(resume["last"])
+        else:
             self._file = open(path, "w", newline="")
             self._csv = csv.writer(self._file)
             self._csv.writerow(METRIC_COLUMNS)
-        self.last: dict[tuple[str, str, str], float] = {}
+            self._file.flush()
 
     def log(self, step, epoch, examples, split, name, value, layer=""):
         value = float(value)
         self.last[(split, name, layer)] = value
         if self._file is not None:
             self._csv.writerow([step, epoch, examples, split, name, layer, repr(value)])
+            self._file.flush()
 
     def flush(self):
         if self._file is not None:
             self._file.flush()
+
+    def state(self) -> dict:
+        """Where the file stands and the last values: what a checkpoint needs to resume this writer."""
+        offset = 0
+        if self._file is not None:
+            self._file.flush()
+            offset = self._file.tell()
+        return {"offset": offset, "last": dict(self.last)}
 
     def close(self):
         if self._file is not None:
@@ -68,4 +90,4 @@ def _jsonable(v):
 def write_summary(path: Path | str, summary: dict):
     clean = {k: ({kk: _jsonable(vv) for kk, vv in v.items()} if isinstance(v, dict) else _jsonable(v))
              for k, v in summary.items()}
-    Path(path).write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(path, json.dumps(clean, indent=2, sort_keys=True) + "\n")

@@ -11,27 +11,29 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import fa_bench
+from fa_bench.atomic import write_text as atomic_write_text
+from fa_bench.checkpoint import Checkpointer
 from fa_bench.config import conf_dir
 from fa_bench.data import DATASETS, load_dataset
 from fa_bench.engines.autograd import PhaseSchedule, RuleEngine
+from fa_bench.errors import ConfigError
+from fa_bench.interrupts import RunInterrupted
 from fa_bench.losses import LOSSES, get_loss
 from fa_bench.models import MODELS, build_model, check_init
 from fa_bench.optim import OPTIMIZERS
 from fa_bench.optim import build_optimizer as _build_optimizer
 from fa_bench.records import MetricsWriter, git_info, write_summary
 from fa_bench.rules import RULES, get_rule
+from fa_bench.run_folder import RunFolder
 from fa_bench.seeding import derive_seed, generator
 from fa_bench.sparsity import sparsify
 from fa_bench.spiking import train_spiking
 from fa_bench.stacking import seed_axis_loss, stack_models, stack_refusal
 from fa_bench.trainer import TrainConfig, train_loop
 from fa_bench.tsne import save_activations
+from fa_bench.validation import validate
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; raised before any training starts."""
 
 
 def _check(kind: str, value, valid):
@@ -46,6 +48,7 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
     scale, noise) while a sweep varies ``rule``: {rule_name: {any config subtree to merge}}.
     """
     cfg = cfg.copy()
+    validate(cfg)  # types, ranges and unknown keys of every group (fa_bench.validation)
     _check("engine", cfg.get("engine", "autograd"), ENGINES)
     _check("rule", cfg.rule.name, RULES)
     overrides = (cfg.get("per_rule") or {}).get(cfg.rule.name)
@@ -179,23 +182,44 @@ def build(cfg: DictConfig, device):
     return data, model, get_loss(cfg.loss), build_optimizer(cfg, model)
 
 
-def _train_autograd(cfg, device, writer, out_dir):
+def _train_autograd(cfg, device, writers, out_dir, checkpoint=None, resume=None):
     data, model, loss_fn, optimizer = build(cfg, device)
     torch.manual_seed(derive_seed(int(cfg.seed), "global"))  # dropout and anything else on the global stream
     tcfg = _train_config(cfg)
     engine = RuleEngine(model, data, loss_fn, optimizer, tcfg, seeds=[int(cfg.seed)],
                         orders=[generator(int(cfg.seed), "order")])
-    result = train_loop(engine, tcfg, [writer], desc=f"{cfg.rule.name} seed {cfg.seed}")[0]
+    result = train_loop(engine, tcfg, writers, desc=f"{cfg.rule.name} seed {cfg.seed}", checkpoint=checkpoint,
+                        resume=resume)[0]
     n = cfg.get("save_activations")
     if n and out_dir is not None and result.status == "completed":  # what Nøkland's Fig. 3 embeds
         save_activations(model, data.x_test[:n], data.y_test[:n], out_dir / "activations.npz")
-    return result
+    return [result]
 
 
-def _train_spiking(cfg, device, writer, out_dir):
+def _train_spiking(cfg, device, writers, out_dir, checkpoint=None, resume=None):
     data = load_dataset(cfg.dataset.name, device=device, **_data_kwargs(cfg))
-    return train_spiking(data, writer, seed=int(cfg.seed), device=device, progress=bool(cfg.trainer.progress),
-                         trace_path=None if out_dir is None else out_dir / "traces.csv", **_spiking_kwargs(cfg))
+    result = train_spiking(data, writers[0], seed=int(cfg.seed), device=device, progress=bool(cfg.trainer.progress),
+                           trace_path=None if out_dir is None else out_dir / "traces.csv", checkpoint=checkpoint,
+                           resume=resume, **_spiking_kwargs(cfg))
+    return [result]
+
+
+def _train_stacked(configs, device, writers, out_dir, checkpoint=None, resume=None):
+    """S seeds of one config as one seed-stacked model (fa_bench.stacking) under the rule engine."""
+    seeds = [int(c.seed) for c in configs]
+    kwargs = [_data_kwargs(c) for c in configs]
+    shared = all(k == kwargs[0] for k in kwargs)  # MNIST: one copy; a teacher per seed: one set each
+    datas = [build_data(configs[0], device)] if shared else [build_data(c, device) for c in configs]
+    models = [build_model_on(c, datas[0 if shared else i], device) for i, c in enumerate(configs)]
+    model = stack_models(models, seeds)
+    del models
+    optimizer = build_optimizer(configs[0], model)
+    loss_fn = seed_axis_loss(get_loss(configs[0].loss))
+    tcfg = _train_config(configs[0])
+    engine = RuleEngine(model, datas[0] if shared else datas, loss_fn, optimizer, tcfg, seeds=seeds,
+                        orders=[generator(s, "order") for s in seeds])
+    return train_loop(engine, tcfg, writers, desc=f"{configs[0].rule.name} seeds {seeds[0]}..{seeds[-1]}",
+                      checkpoint=checkpoint, resume=resume)
 
 
 # how a run trains: any model under a rule through autograd, or Lillicrap's spiking network (Fig. 4),
@@ -231,11 +255,10 @@ def _new_summary(cfg, device, choices) -> dict:
     return summary
 
 
-def _open_run_dir(cfg, out_dir) -> MetricsWriter:
+def _write_config(cfg, out_dir):
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    return MetricsWriter(out_dir / "metrics.csv" if out_dir is not None else None)
+        atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def _record_result(summary, result):
@@ -251,31 +274,97 @@ def _setup(cfg):
     return pick_device(cfg.device)
 
 
+def _failed_summary(cfg, err) -> dict:
+    """What a run that could not start says about itself (its config did not resolve)."""
+    seed = cfg.get("seed")
+    return {"status": "failed", "error": f"{type(err).__name__}: {err}", "experiment": cfg.get("experiment_name"),
+            "rule": OmegaConf.select(cfg, "rule.name"), "seed": seed if isinstance(seed, int) else str(seed),
+            "choices": hydra_choices(), **git_info()}
+
+
+def _skipped(folders, summaries) -> list[dict] | None:
+    """Every folder already holds a finished run: log it and hand back their summaries."""
+    if any(s is None for s in summaries):
+        return None
+    for folder, summary in zip(folders, summaries):
+        log.info("%s: %s earlier, skipped (rerun=true trains it again)", folder, summary["status"])
+    return [{**s, "skipped": True} for s in summaries]
+
+
 def run(cfg: DictConfig, out_dir: Path | str | None, choices: dict | None = None) -> dict:
     """Run one config; write metrics.csv, summary.json and the resolved config into ``out_dir``.
 
+    A folder that already holds a finished run (completed or diverged) is skipped, one that holds a
+    checkpoint resumes from it, anything else trains afresh; ``rerun=true`` always starts afresh.
     ``choices``: the config-group options the config was composed from (default: Hydra's, if any),
     recorded in summary.json so collected tables can say which model/cell/dataset file ran."""
-    cfg = resolve_config(cfg)
-    out_dir = Path(out_dir) if out_dir is not None else None
-    device = _setup(cfg)
-    summary = _new_summary(cfg, device, choices)
-    writer = _open_run_dir(cfg, out_dir)
+    if out_dir is None:
+        return _run_seeds([cfg], None, [None], choices, stacked=False)[0]
+    with RunFolder(out_dir) as folder:
+        if cfg.get("rerun"):
+            folder.clear()
+        skipped = _skipped([folder.path], [folder.finished()])
+        if skipped:
+            return skipped[0]
+        return _run_seeds([cfg], folder.path, [folder.path], choices, stacked=False)[0]
+
+
+def _run_seeds(configs, group_dir, dirs, choices, stacked) -> list[dict]:
+    """Resolve, train (one seed, or seed-stacked), and write every seed's summary; resumes from the
+    group's checkpoint when there is one."""
+    try:
+        resolved = [resolve_config(c) for c in configs]  # every seed's config is checked before any trains
+    except ConfigError as err:
+        for c, d in zip(configs, dirs):
+            if d is not None:
+                write_summary(d / "summary.json", _failed_summary(c, err))
+        raise
+    device = _setup(resolved[0])
+    summaries = [_new_summary(c, device, choices) for c in resolved]
+    checkpoint, resume = None, None
+    if group_dir is not None:
+        checkpoint = Checkpointer(group_dir, resolved[0].trainer.get("checkpoint_every"),
+                                  meta={"config": [OmegaConf.to_container(c, resolve=True) for c in resolved]})
+        resume = checkpoint.load() if checkpoint.enabled else None
+        if resume is not None and resume.get("config") != checkpoint.meta["config"]:
+            raise ConfigError(f"{checkpoint.path} was written by a different config; delete it or pass "
+                              f"rerun=true to start afresh")
+    for c, d in zip(resolved, dirs):
+        _write_config(c, d)
+    writers = [MetricsWriter(None if d is None else d / "metrics.csv",
+                             resume=None if resume is None else resume["writers"][i]) for i, d in enumerate(dirs)]
     start = time.perf_counter()
     try:
-        _record_result(summary, ENGINES[cfg.get("engine", "autograd")](cfg, device, writer, out_dir))
-    except KeyboardInterrupt:
-        summary["status"] = "interrupted"
+        if stacked:
+            results = _train_stacked(resolved, device, writers, group_dir, checkpoint, resume)
+        else:
+            cfg = resolved[0]
+            results = ENGINES[cfg.get("engine", "autograd")](cfg, device, writers, group_dir, checkpoint, resume)
+        for summary, result in zip(summaries, results):
+            _record_result(summary, result)
+            if resume is not None:
+                summary["resumed_from_step"] = resume["step"]
+            if stacked:
+                summary["seed_batch"] = [int(c.seed) for c in resolved]
+        if checkpoint is not None:
+            checkpoint.remove()  # finished: the records say everything a re-run needs (it skips)
+    except RunInterrupted as err:
+        for summary, writer in zip(summaries, writers):
+            summary.update(status="interrupted", steps=err.step, final=writer.final(), stop_reason=str(err),
+                           checkpoint=None if checkpoint is None or not checkpoint.enabled else str(checkpoint.path))
         raise
     except Exception as err:
-        summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+        for summary in summaries:
+            summary.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
     finally:
-        writer.close()
-        summary["wall_time"] = time.perf_counter() - start
-        if out_dir is not None:
-            write_summary(out_dir / "summary.json", summary)
-    return summary
+        wall = time.perf_counter() - start
+        for writer, summary, d in zip(writers, summaries, dirs):
+            writer.close()
+            summary["wall_time"] = wall
+            if d is not None:
+                write_summary(d / "summary.json", summary)
+    return summaries
 
 
 # --- seed groups: one job, several seeds -------------------------------------------------------------
@@ -313,28 +402,32 @@ def batch_refusal(cfg: DictConfig) -> str | None:
 def run_seeds(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> list[dict]:
     """Run every seed of ``cfg.seeds`` into ``out_dir/seed<s>/`` (ordinary run folders): as one
     seed-stacked job when the config and model allow it, else one after another (logged once, with
-    the reason). Seed s's records are those of ``run`` with seed=s, to float rounding."""
-    out_dir = Path(out_dir)
+    the reason). Seed s's records are those of ``run`` with seed=s, to float rounding. Finished seeds
+    are skipped and an interrupted stacked job resumes, as ``run`` does for one seed."""
     seeds = list(cfg.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds must be a list of distinct integers, got {seeds!r}")
     configs = seed_configs(cfg, seeds)
-    resolved = [resolve_config(c) for c in configs]  # every seed's config is checked before any trains
     choices = hydra_choices() if choices is None else choices
-    dirs = [out_dir / f"seed{s}" for s in seeds]
-    for d, s in zip(dirs, seeds):
-        _seed_overrides(out_dir, d, s)
-    reason = batch_refusal(resolved[0])
-    if reason is None:
-        device = _setup(resolved[0])
-        data = build_data(resolved[0], device)
-        probe_model = build_model_on(resolved[0], data, device)
-        reason = stack_refusal(probe_model)
-    if reason is not None:
-        log.info("seed batching off (%s): %d seeds run one after another", reason, len(seeds))
-        return [run(c, d, choices) for c, d in zip(configs, dirs)]
-    log.info("seed batching: %d seeds of rule %s in one stacked job", len(seeds), resolved[0].rule.name)
-    return _run_stacked(resolved, dirs, device, choices)
+    with RunFolder(out_dir) as group:
+        if cfg.get("rerun"):
+            group.clear()
+        dirs = [group.path / f"seed{s}" for s in seeds]
+        for d, s in zip(dirs, seeds):
+            _seed_overrides(group.path, d, s)
+        skipped = _skipped(dirs, [RunFolder(d).finished() for d in dirs])
+        if skipped:
+            return skipped
+        resolved = [resolve_config(c) for c in configs]
+        reason = batch_refusal(resolved[0])
+        if reason is None:
+            device = _setup(resolved[0])
+            reason = stack_refusal(build_model_on(resolved[0], build_data(resolved[0], device), device))
+        if reason is not None:
+            log.info("seed batching off (%s): %d seeds run one after another", reason, len(seeds))
+            return [run(c, d, choices) for c, d in zip(configs, dirs)]
+        log.info("seed batching: %d seeds of rule %s in one stacked job", len(seeds), resolved[0].rule.name)
+        return _run_seeds(configs, group.path, dirs, choices, stacked=True)
 
 
 def _seed_overrides(group_dir: Path, seed_dir: Path, seed: int):
@@ -346,42 +439,4 @@ def _seed_overrides(group_dir: Path, seed_dir: Path, seed: int):
     overrides = (yaml.safe_load(src.read_text()) if src.is_file() else None) or []
     mine = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in ("seed", "seeds")] + [f"seed={seed}"]
     (seed_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    (seed_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(mine))
-
-
-def _run_stacked(configs, dirs, device, choices) -> list[dict]:
-    seeds = [int(c.seed) for c in configs]
-    summaries = [_new_summary(c, device, choices) for c in configs]
-    writers = [_open_run_dir(c, d) for c, d in zip(configs, dirs)]
-    start = time.perf_counter()
-    try:
-        kwargs = [_data_kwargs(c) for c in configs]
-        shared = all(k == kwargs[0] for k in kwargs)  # MNIST: one copy; a teacher per seed: one set each
-        datas = [build_data(configs[0], device)] if shared else [build_data(c, device) for c in configs]
-        models = [build_model_on(c, datas[0 if shared else i], device) for i, c in enumerate(configs)]
-        model = stack_models(models, seeds)
-        del models
-        optimizer = build_optimizer(configs[0], model)
-        loss_fn = seed_axis_loss(get_loss(configs[0].loss))
-        tcfg = _train_config(configs[0])
-        engine = RuleEngine(model, datas[0] if shared else datas, loss_fn, optimizer, tcfg, seeds=seeds,
-                            orders=[generator(s, "order") for s in seeds])
-        results = train_loop(engine, tcfg, writers, desc=f"{configs[0].rule.name} seeds {seeds[0]}..{seeds[-1]}")
-        for summary, result in zip(summaries, results):
-            _record_result(summary, result)
-            summary["seed_batch"] = seeds
-    except KeyboardInterrupt:
-        for summary in summaries:
-            summary["status"] = "interrupted"
-        raise
-    except Exception as err:
-        for summary in summaries:
-            summary.update(status="failed", error=f"{type(err).__name__}: {err}")
-        raise
-    finally:
-        wall = time.perf_counter() - start
-        for writer, summary, d in zip(writers, summaries, dirs):
-            writer.close()
-            summary["wall_time"] = wall
-            write_summary(d / "summary.json", summary)
-    return summaries
+    atomic_write_text(seed_dir / ".hydra" / "overrides.yaml", yaml.safe_dump(mine))

@@ -56,3 +56,15 @@ def global_rng_state():
             torch.cuda.set_rng_state_all(cuda)
 
     return restore
+
+
+def global_rng_states() -> dict:
+    """The global CPU (and, once initialised, CUDA) random states, for a checkpoint."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_global_rng_states(states: dict):
+    torch.set_rng_state(states["cpu"])
+    if states.get("cuda") is not None:
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -318,11 +318,13 @@ class SpikingEngine(Engine):
         self.state = self.net.init_state(streams)
         self.device = device
         self.time_step = self.examples = 0
+        self.epoch_start_order = self.order_gen.get_state()
 
     def steps_per_epoch(self) -> int:
         return math.ceil(self.n / self.streams)
 
     def epoch_batches(self, epoch):
+        self.epoch_start_order = self.order_gen.get_state()
         return torch.randperm(self.n, generator=self.order_gen).to(self.device).split(self.streams)
 
     def batch_examples(self, idx) -> int:
@@ -353,19 +355,38 @@ class SpikingEngine(Engine):
         if self.trace_path is not None:
             self.tracer.write(self.trace_path)
 
+    def state_dict(self) -> dict:
+        net, clone = self.net, lambda ts: [t.clone() for t in ts]  # noqa: E731
+        return {"W": clone(net.W), "b": clone(net.b), "B": clone(net.B), "decay_factor": net._decay_factor,
+                "v": clone(self.state.v), "u": clone(self.state.u), "order": self.epoch_start_order,
+                "spikes": self.spike_gen.get_state(), "time_step": self.time_step, "examples": self.examples,
+                "trace_rows": list(self.tracer.rows), "trace_examples_at": dict(self.tracer.examples_at)}
+
+    def load_state_dict(self, state: dict):
+        net = self.net
+        for mine, saved in ((net.W, state["W"]), (net.b, state["b"]), (net.B, state["B"]),
+                            (self.state.v, state["v"]), (self.state.u, state["u"])):
+            for t, value in zip(mine, saved):
+                t.copy_(value)
+        net._decay_factor = state["decay_factor"]
+        self.order_gen.set_state(state["order"])
+        self.spike_gen.set_state(state["spikes"])
+        self.time_step, self.examples = state["time_step"], state["examples"]
+        self.tracer.rows, self.tracer.examples_at = list(state["trace_rows"]), dict(state["trace_examples_at"])
+
 
 def train_spiking(data: DataBundle, writer: MetricsWriter, *, seed=0, sizes=(784, 1500, 1500, 1500, 1000),
                   n_classes=10, tau=0.9, steps_per_image=5, test_steps=5, streams=16, epochs=1, lr=1e-3,
                   weight_decay=1e-8, w_scale=0.05, b_scale=0.1, eval_every=10000, eval_n=None,
                   readout="last", trace_at=(0.0, 0.5, 1.0), trace_steps=50, trace_neurons=40,
-                  trace_path=None, progress=True, device=None) -> TrainResult:
+                  trace_path=None, progress=True, device=None, checkpoint=None, resume=None) -> TrainResult:
     """Train Lillicrap's Fig. 4 network on ``data`` (images in [0, 1], class labels).
 
     Logs train/error (guesses at the last step of each training image, over the images since the last
     evaluation) and test/error on the first ``eval_n`` test images (all when None) at the start, every
     ``eval_every`` training images and at the end. ``step`` counts batched time steps (weight updates),
     ``examples`` training images. Traces of stream 0 at the ``trace_at`` fractions of training go to
-    ``trace_path`` (CSV, TRACE_COLUMNS).
+    ``trace_path`` (CSV, TRACE_COLUMNS). ``checkpoint`` / ``resume``: as for fa_bench.trainer.train_loop.
     """
     _check_args(data, sizes, n_classes, streams, steps_per_image, test_steps, epochs, eval_every, readout,
                 trace_at, trace_steps)
@@ -375,4 +396,4 @@ def train_spiking(data: DataBundle, writer: MetricsWriter, *, seed=0, sizes=(784
                            readout=readout, trace_at=trace_at, trace_steps=trace_steps,
                            trace_neurons=trace_neurons, epochs=epochs, trace_path=trace_path, device=device)
     cfg = TrainConfig(epochs=epochs, batch_size=streams, eval_every=eval_every, metrics_every=0, progress=progress)
-    return train_loop(engine, cfg, [writer], desc="spiking")[0]
+    return train_loop(engine, cfg, [writer], desc="spiking", checkpoint=checkpoint, resume=resume)[0]

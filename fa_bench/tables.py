@@ -9,7 +9,6 @@ import pandas as pd
 from fa_bench import atomic
 from fa_bench.collect import budget_text, read_table
 
-
 NO_VALUE = "—"
 STATUS_ORDER = ("completed", "failed", "missing", "interrupted", "diverged")
 

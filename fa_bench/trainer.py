@@ -20,7 +20,10 @@ from tqdm.auto import tqdm
 
 from fa_bench import metrics as M
 from fa_bench.adversarial import FGSM
+from fa_bench.checkpoint import Checkpointer, parse_every
+from fa_bench.interrupts import RunInterrupted, graceful, requested
 from fa_bench.records import MetricsWriter
+from fa_bench.seeding import global_rng_states, set_global_rng_states
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ class TrainConfig:
     stop_train_error: float | None = None
     # FGSM adversarial training, {epsilon, alpha, input_grad} (fa_bench.adversarial.FGSM); None: off
     adversarial: dict | None = None
+    # steps (int) or a duration ('10min') between checkpoints (fa_bench.checkpoint); None: never
+    checkpoint_every: int | str | None = None
 
     def __post_init__(self):
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every,
@@ -75,6 +80,7 @@ class TrainConfig:
         if stop is not None and not (isinstance(stop, (int, float)) and not isinstance(stop, bool) and stop >= 0):
             raise ValueError(f"trainer.stop_train_error is a training error in % (>= 0) or null, got {stop!r}")
         FGSM.from_config(self.adversarial)  # a bad setting fails here, before any training
+        parse_every(self.checkpoint_every)
 
     def active_options(self) -> dict:
         """The options that ask for something (the probe on, phases, ...): what an engine must honour or refuse."""
@@ -152,6 +158,14 @@ class Engine:
     def finish(self):
         """After the last step (write engine-specific records)."""
 
+    def state_dict(self) -> dict:
+        """Everything the engine's next step depends on (parameters, optimizer, its random streams, the
+        generator states its current epoch's order was drawn from), for a checkpoint."""
+        raise NotImplementedError(f"engine {self.name!r} cannot checkpoint")
+
+    def load_state_dict(self, state: dict):
+        raise NotImplementedError(f"engine {self.name!r} cannot resume")
+
 
 class Window:
     """Training statistics accumulated on the device between evaluations (no host sync per step), per
@@ -165,6 +179,13 @@ class Window:
         self.n = 0
         self.loss = self.sse = self.t_sum = self.t_sq = self.wrong = 0
         self.has_loss = False
+
+    def state(self) -> dict:
+        return {k: getattr(self, k) for k in ("n", "loss", "sse", "t_sum", "t_sq", "wrong", "has_loss")}
+
+    def load_state(self, state: dict):
+        for k, v in state.items():
+            setattr(self, k, v)
 
     def add(self, per_example_loss, out, y):
         """One model's batch: (batch,), (batch, ...), (batch[, ...])."""
@@ -239,7 +260,7 @@ class _Cadence:
 
 
 def refuse_unhonoured(engine: Engine, cfg: TrainConfig):
-    basics = {"epochs", "max_steps", "batch_size", "eval_every", "progress", "divergence_loss"}
+    basics = {"epochs", "max_steps", "batch_size", "eval_every", "progress", "divergence_loss", "checkpoint_every"}
     unhonoured = {k: v for k, v in cfg.active_options().items() if k not in basics | engine.honours}
     if unhonoured:
         key, value = next(iter(unhonoured.items()))
@@ -247,16 +268,25 @@ def refuse_unhonoured(engine: Engine, cfg: TrainConfig):
                          f"{', '.join(sorted(basics | engine.honours))}")
 
 
-def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], desc: str = "train"
-               ) -> list[TrainResult]:
+DIVERGENCE_CHECK_EVERY = 50  # steps between reads of the device-side divergence flag (one host sync each)
+
+
+def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], desc: str = "train",
+               checkpoint: Checkpointer | None = None, resume: dict | None = None) -> list[TrainResult]:
     """Train every seed of ``engine`` under ``cfg``'s schedule; one TrainResult per seed.
 
     Logs, every ``eval_every`` steps and at the end, each seed's train-window loss (and nse or error) and
     its test metrics; every ``metrics_every`` steps, the probe's layer metrics on the batch about to be
     used, and once more after training on the last batch. A seed stops (its parameters frozen, the others
-    going on) when its window loss is non-finite or above ``divergence_loss`` (diverged), when its state
-    is broken, or once its window error is at most ``stop_train_error`` %; the reason is logged and
+    going on) when its loss is non-finite or above ``divergence_loss`` (diverged: a device-side flag read
+    every DIVERGENCE_CHECK_EVERY steps, and the window loss at every evaluation), when its state is
+    broken, or once its window error is at most ``stop_train_error`` %; the reason is logged and
     returned as ``TrainResult.stop_reason``.
+
+    ``checkpoint`` saves the loop's whole state when due and on SIGINT/SIGTERM (fa_bench.interrupts),
+    after which the loop raises RunInterrupted; ``resume`` is such a state (``Checkpointer.load()``):
+    training continues from it exactly as if it had never stopped (the writers must be resumed from
+    ``resume["writers"]`` by the caller).
     """
     refuse_unhonoured(engine, cfg)
     if len(writers) != engine.n_seeds:
@@ -274,11 +304,18 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
     window = Window(engine.task)
     status, reasons = ["completed"] * S, [""] * S
     ended: list[tuple | None] = [None] * S  # (steps, examples, epochs_run) where each seed stopped
-    step = examples = epoch = 0
+    step = examples = epoch = batch_in_epoch = 0
+    flagged = None  # per seed, on the device: a loss since the last check was non-finite or exploding
     batch = None
 
     def running():
         return [s for s in range(S) if ended[s] is None]
+
+    def state() -> dict:
+        return {"format": 1, "step": step, "examples": examples, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                "status": list(status), "reasons": list(reasons), "ended": list(ended), "cadence_next": cadence.next,
+                "window": window.state(), "flagged": flagged, "engine": engine.state_dict(),
+                "writers": [w.state() for w in writers], "rng": global_rng_states()}
 
     def log_probe(at_epoch, seeds):
         rows = engine.probe(batch)
@@ -286,8 +323,9 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
             for name, layer, value in rows[s]:
                 writers[s].log(step * engine.step_size, at_epoch, examples, "train", name, value, layer=layer)
 
-    def log_eval():
-        live = running()
+    def log_eval(only=None):
+        """Evaluate every running seed (or ``only`` those, which then stop: the others' window goes on)."""
+        live = running() if only is None else [s for s in only if ended[s] is None]
         stopping = {}
         if window.n:
             summaries = window.summaries()
@@ -295,14 +333,20 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
                 summary = summaries[s]
                 for name, value in summary.items():
                     writers[s].log(step * engine.step_size, epoch, examples, "train", name, value)
-                if "loss" in summary and not (math.isfinite(summary["loss"]) and summary["loss"] < cfg.divergence_loss):
+                loss = summary.get("loss")
+                if loss is not None and not (math.isfinite(loss) and loss < cfg.divergence_loss):
                     status[s] = "diverged"
-                    stopping[s] = (f"diverged: train-window loss {summary['loss']:.4g} is not finite or exceeds "
+                    stopping[s] = (f"diverged: train-window loss {loss:.4g} is not finite or exceeds "
                                    f"trainer.divergence_loss {cfg.divergence_loss:g}")
+                elif only is not None:
+                    status[s] = "diverged"
+                    stopping[s] = (f"diverged: a batch loss since step {step - DIVERGENCE_CHECK_EVERY} was not "
+                                   f"finite or exceeded trainer.divergence_loss {cfg.divergence_loss:g}")
                 elif cfg.stop_train_error is not None and summary["error"] <= cfg.stop_train_error:
                     stopping[s] = (f"training error {summary['error']:.4g} % over the last {window.n} examples is "
                                    f"at or below trainer.stop_train_error {cfg.stop_train_error:g} %")
-            window.reset()
+            if only is None:
+                window.reset()
         broken = engine.broken(live)
         for s, why in broken.items():
             status[s], stopping[s] = "diverged", f"diverged: {why}"
@@ -323,22 +367,54 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
             engine.stop_seed(s)
             log.info("seed %d stopped at step %d (epoch %d): %s", s, step, epoch, why)
 
-    log_eval()
-    bar = tqdm(total=total, desc=desc, disable=not cfg.progress, mininterval=1.0, leave=False)
-    while step < total and running():
-        for batch in engine.epoch_batches(epoch):
-            engine.begin_step(step, cfg.phase_at(step))
-            if probing and step % cfg.metrics_every == 0:
-                log_probe(epoch, running())
-            window.add_seeds(**engine.train_step(batch))
-            step += 1
-            examples += engine.batch_examples(batch)
-            if cadence.due(step, examples) or step == total:
-                bar.update(step - bar.n)
-                log_eval()
+    if resume is None:
+        log_eval()
+    else:
+        step, examples, epoch, batch_in_epoch = (resume[k] for k in ("step", "examples", "epoch", "batch_in_epoch"))
+        status, reasons, ended = list(resume["status"]), list(resume["reasons"]), list(resume["ended"])
+        cadence.next, flagged = resume["cadence_next"], resume["flagged"]
+        window.load_state(resume["window"])
+        engine.load_state_dict(resume["engine"])
+        set_global_rng_states(resume["rng"])
+        log.info("resumed at step %d (epoch %d)", step * engine.step_size, epoch)
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not cfg.progress, mininterval=1.0, leave=False)
+    with graceful():
+        while step < total and running():
+            for i, batch in enumerate(engine.epoch_batches(epoch)):
+                if i < batch_in_epoch:  # resumed mid-epoch: this epoch's order, from where it stopped
+                    continue
+                engine.begin_step(step, cfg.phase_at(step))
+                if probing and step % cfg.metrics_every == 0:
+                    log_probe(epoch, running())
+                stats = engine.train_step(batch)
+                window.add_seeds(**stats)
+                if stats.get("loss") is not None:
+                    bad = ~(stats["loss"].mean(-1) < cfg.divergence_loss)  # NaN and inf compare False
+                    flagged = bad if flagged is None else flagged | bad
+                step += 1
+                batch_in_epoch = i + 1
+                examples += engine.batch_examples(batch)
+                evaluated = False
+                if cadence.due(step, examples) or step == total:
+                    bar.update(step - bar.n)
+                    log_eval()
+                    evaluated = True
+                if flagged is not None and step % DIVERGENCE_CHECK_EVERY == 0:
+                    hit = [s for s, f in enumerate(flagged.tolist()) if f and ended[s] is None]
+                    if hit and not evaluated:
+                        log_eval(only=hit)
+                    flagged = torch.zeros_like(flagged)
+                if checkpoint is not None and checkpoint.enabled and (checkpoint.due(step) or requested()):
+                    checkpoint.save(state())
+                if requested():
+                    for w in writers:
+                        w.flush()
+                    bar.close()
+                    raise RunInterrupted(requested(), step * engine.step_size)
                 if not running() or step == total:
                     break
-        epoch += 1
+            epoch += 1
+            batch_in_epoch = 0
     bar.close()
     budget = f"budget: {step * engine.step_size} steps ({cfg.epochs} epochs" + (
         f", max_steps {cfg.max_steps})" if cfg.max_steps is not None else ")")
@@ -356,4 +432,3 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
     wall = time.perf_counter() - start
     return [TrainResult(status[s], ended[s][0] * engine.step_size, ended[s][1], ended[s][2], wall,
                         writers[s].final(), reasons[s]) for s in range(S)]
-

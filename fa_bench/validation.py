@@ -124,14 +124,14 @@ def _params(fn) -> dict | None:
     return {n: p.default for n, p in params.items() if p.kind is not p.VAR_POSITIONAL}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _file_keys(conf: str) -> tuple[frozenset, frozenset]:
     """Top-level keys of conf/config.yaml, and those the global-package files (experiment/, cell/)
     add: what a composed config may hold at its root."""
     import yaml
 
     root = Path(conf)
-    base = set((yaml.safe_load((root / "config.yaml").read_text()) or {})) - {"defaults", "hydra"}
+    base = set(yaml.safe_load((root / "config.yaml").read_text()) or {}) - {"defaults", "hydra"}
     added = set()
     for group in ("experiment", "cell"):
         for path in sorted((root / group).glob("*.yaml")):
@@ -286,7 +286,7 @@ def _check_all(c: dict, name: _Namer):
     if c.get("engine", "autograd") == "spiking":
         _check_spiking(c.get("spiking") or {}, name)
     _check_rule(c["rule"], name, "rule")
-    for i, phase in enumerate((c["trainer"].get("phases") or [])):
+    for i, phase in enumerate(c["trainer"].get("phases") or []):
         if isinstance(phase, dict) and isinstance(phase.get("rule"), dict):
             _check_rule(phase["rule"], name, f"trainer.phases[{i}].rule")
     model = _check_model(c["model"], name)
@@ -696,5 +696,6 @@ def check_experiment_yaml(argv) -> None:
             problem = getattr(err, "problem", None) or str(err).replace("\n", " ")
             context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
             if context:
-                problem += f" ({context}" + (f" at line {cmark.line + 1}, column {cmark.column + 1}" if cmark else "") + ")"
+                at = f" at line {cmark.line + 1}, column {cmark.column + 1}" if cmark else ""
+                problem += f" ({context}{at})"
             raise ConfigError(f"{where}: YAML syntax error: {problem}") from None

@@ -21,7 +21,8 @@ from fa_bench.collect import collect, read_table
 from fa_bench.figures import FIGURES, make_figure
 from fa_bench.figures.nokland import paper_table
 from fa_bench.papers.nokland2016 import TABLES
-from fa_bench.scorecard import load_claims, main as scorecard_main
+from fa_bench.scorecard import load_claims
+from fa_bench.scorecard import main as scorecard_main
 from fa_bench.tables import write_summary_table
 
 REPO = Path(__file__).resolve().parents[1]

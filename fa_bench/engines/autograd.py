@@ -115,6 +115,8 @@ class RuleEngine(Engine):
         self.schedule = PhaseSchedule(model, cfg.phases)
         self.masked = masked_layers(model)
         self.phase = None
+        self.switched: list[int] = []  # steps whose phase switched the rule (replayed on resume)
+        self.epoch_start_orders = [g.get_state() for g in orders]
         self.frozen_seeds: dict[int, list] = {}  # stopped seeds of a stacked model: their parameters as they stopped
         self.probe_obj = self._new_probe() if cfg.metrics_every else None
         self.probe_batch = None
@@ -133,6 +135,7 @@ class RuleEngine(Engine):
         return -(-self.n_train // self.cfg.batch_size)
 
     def epoch_batches(self, epoch):
+        self.epoch_start_orders = [g.get_state() for g in self.orders]  # a resumed epoch redraws from these
         if not self.stacked:
             return batches(self.n_train, self.cfg.batch_size, self.orders[0], self.device, self.cfg.shuffle)
         # each seed's epoch order from its own generator, drawn exactly as fa_bench.data.batches draws it
@@ -154,14 +157,18 @@ class RuleEngine(Engine):
     # --- one step -------------------------------------------------------------------------------
     def begin_step(self, step, phase):
         if step in self.schedule.switches:
-            if self.stacked:
-                raise ValueError("a phase that switches the rule runs one seed at a time (not seed-stacked)")
-            self.rule = switch_rule(self.model, self.schedule.switches[step], self.x_train[:2], self.seeds[0])
-            if self.probe_obj is not None:
-                self.probe_obj = self._new_probe()
-            if self.attack is not None:
-                self.attack.check_rule(self.rule)
+            self._switch(step)
         self.phase = phase
+
+    def _switch(self, step):
+        if self.stacked:
+            raise ValueError("a phase that switches the rule runs one seed at a time (not seed-stacked)")
+        self.rule = switch_rule(self.model, self.schedule.switches[step], self.x_train[:2], self.seeds[0])
+        self.switched.append(step)
+        if self.probe_obj is not None:
+            self.probe_obj = self._new_probe()
+        if self.attack is not None:
+            self.attack.check_rule(self.rule)
 
     def train_step(self, idx) -> dict:
         xb, yb = self._gather(idx)
@@ -190,6 +197,26 @@ class RuleEngine(Engine):
         for index, saved in self.frozen_seeds.items():
             for p, value in saved:
                 p[index] = value
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rule_rng": self.rule.rng_state(), "orders": self.epoch_start_orders, "switched": list(self.switched),
+                "probe": None if self.probe_obj is None else self.probe_obj.state(),
+                "frozen_seeds": {i: [v for _, v in saved] for i, saved in self.frozen_seeds.items()}}
+
+    def load_state_dict(self, state: dict):
+        for step in state["switched"]:  # the rule the model had: its buffers are what the state holds
+            self._switch(step)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rule.set_rng_state(state["rule_rng"])
+        for g, order_state in zip(self.orders, state["orders"]):
+            g.set_state(order_state)
+        if self.probe_obj is not None:
+            self.probe_obj.load_state(state["probe"])
+        params = list(self.model.parameters())
+        self.frozen_seeds = {i: list(zip(params, values)) for i, values in state["frozen_seeds"].items()}
 
     # --- measurements ---------------------------------------------------------------------------
     @torch.no_grad()
