@@ -41,11 +41,14 @@ def _check(kind: str, value, valid):
         raise ConfigError(f"unknown {kind} {value!r}; valid choices: {', '.join(sorted(valid))}")
 
 
-def resolve_config(cfg: DictConfig) -> DictConfig:
+def resolve_config(cfg: DictConfig, command_line: list[str] | None = None) -> DictConfig:
     """Apply ``per_rule`` overrides for the chosen rule, then validate every name in the config.
 
     ``per_rule`` lets one experiment file give each rule its own settings (learning rate, feedback
-    scale, noise) while a sweep varies ``rule``: {rule_name: {any config subtree to merge}}.
+    scale, noise) while a sweep varies ``rule``: {rule_name: {any config subtree to merge}}. A setting
+    given on the command line (``command_line``; default: the overrides Hydra ran with) wins over the
+    per_rule value for the same key: ``experiment=lillicrap_fig2 rule=fa optimizer.lr=0.003`` trains
+    at 0.003.
     """
     cfg = cfg.copy()
     validate(cfg)  # types, ranges and unknown keys of every group (fa_bench.validation)
@@ -53,8 +56,11 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
     _check("rule", cfg.rule.name, RULES)
     overrides = (cfg.get("per_rule") or {}).get(cfg.rule.name)
     if overrides is not None:
+        explicit = _explicit_values(cfg, overrides, command_line)
         with open_dict(cfg):
             cfg = OmegaConf.merge(cfg, overrides)
+            for key, value in explicit.items():
+                OmegaConf.update(cfg, key, value, merge=False)
     _check("rule", cfg.rule.name, RULES)
     _check("model", cfg.model.name, MODELS)
     _check("dataset", cfg.dataset.name, DATASETS)
@@ -101,6 +107,28 @@ def _refuse_trainer_settings_for_spiking(cfg):
             if key != "progress" and value != defaults.get(key):
                 raise ConfigError(f"engine=spiking does not honour {group}.{key}={value!r}: its schedule is "
                                   f"spiking.epochs, spiking.streams and spiking.eval_every, and it has no probe")
+
+
+def _leaves(node, prefix="") -> list[str]:
+    if not isinstance(node, DictConfig):
+        return [prefix]
+    return [leaf for k in node for leaf in _leaves(node[k], f"{prefix}{k}.")] if len(node) else [prefix]
+
+
+def _explicit_values(cfg, per_rule_node, command_line) -> dict:
+    """The command line's values for keys that ``per_rule`` also sets (dotted key -> value), as the
+    composed config holds them (so they are typed exactly as Hydra parsed them)."""
+    if command_line is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        command_line = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    leaves = [leaf.rstrip(".") for leaf in _leaves(per_rule_node)]
+    explicit = {}
+    for item in command_line:
+        key = item.lstrip("+~").split("=", 1)[0]
+        if "=" in item and any(key == leaf or key.startswith(leaf + ".") for leaf in leaves):
+            explicit[key] = OmegaConf.select(cfg, key)
+    return explicit
 
 
 def _kwargs(node, drop=("name",)) -> dict:

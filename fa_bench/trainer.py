@@ -404,13 +404,14 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
                     if hit and not evaluated:
                         log_eval(only=hit)
                     flagged = torch.zeros_like(flagged)
-                if checkpoint is not None and checkpoint.enabled and (checkpoint.due(step) or requested()):
+                signum = requested()  # polled once per step: a Python read, no device sync
+                if checkpoint is not None and checkpoint.enabled and (signum or checkpoint.due(step)):
                     checkpoint.save(state())
-                if requested():
+                if signum:
                     for w in writers:
                         w.flush()
                     bar.close()
-                    raise RunInterrupted(requested(), step * engine.step_size)
+                    raise RunInterrupted(signum, step * engine.step_size)
                 if not running() or step == total:
                     break
             epoch += 1

@@ -59,6 +59,7 @@ class SeedBatchingSweeper(BasicSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns, job_index = [], 0
+        self.started = time.time()  # a run whose summary is older was finished before: skipped
         while not self.is_done():
             batch = self.get_job_batch()
             self.validate_batch_is_legal(batch)
@@ -77,8 +78,9 @@ class SeedBatchingSweeper(BasicSweeper):
                 counts["failed"] = counts.get("failed", 0) + 1
                 failed.append(f"{folder}: {type(r._return_value).__name__}: {r._return_value}")
                 continue
-            for summary in _summaries(folder):
-                key = summary.get("status", "missing") + (" (skipped)" if summary.get("skipped") else "")
+            for summary, written in _summaries(folder):
+                skipped = written is not None and written < self.started
+                key = summary.get("status", "missing") + (" (skipped)" if skipped else "")
                 counts[key] = counts.get(key, 0) + 1
         manifest = {"jobs": jobs, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "counts": counts}
         tmp = sweep_dir / f".sweep.json.{os.getpid()}.tmp"
@@ -125,12 +127,14 @@ class SeedBatchingSweeper(BasicSweeper):
 
 
 def _summaries(folder):
-    """The summaries a job wrote: its own, or one per seed of a seed group (a missing one counts too)."""
+    """(summary, when it was written) for each run of a job: its own, or one per seed of a seed group
+    (a missing one counts too)."""
     if folder is None:
-        return [{"status": "missing"}]
+        return [({"status": "missing"}, None)]
     seeds = sorted(p for p in folder.glob("seed*/") if p.is_dir())
     out = []
     for run_dir in seeds or [folder]:
         path = run_dir / "summary.json"
-        out.append(json.loads(path.read_text()) if path.is_file() else {"status": "missing"})
+        out.append((json.loads(path.read_text()), path.stat().st_mtime) if path.is_file()
+                   else ({"status": "missing"}, None))
     return out
