@@ -36,9 +36,11 @@ def parse_every(every) -> tuple[int | None, float | None]:
 
 
 class Checkpointer:
-    def __init__(self, folder: Path | str, every, meta: dict | None = None):
-        """``meta``: saved with every checkpoint (the run's resolved config, to refuse resuming another)."""
+    def __init__(self, folder: Path | str, every, meta: dict | None = None, writes: bool = True):
+        """``meta``: saved with every checkpoint (the run's resolved config, to refuse resuming another);
+        ``writes``: False for the processes of a DDP run other than rank 0 (they read, never write)."""
         self.path = Path(folder) / FILE
+        self.writes = writes
         self.steps, self.seconds = parse_every(every)
         self.meta = dict(meta or {})
         self.last = time.monotonic()
@@ -53,6 +55,8 @@ class Checkpointer:
         return self.seconds is not None and time.monotonic() - self.last >= self.seconds
 
     def save(self, state: dict):
+        if not self.writes:
+            return
         tmp = self.path.with_name(self.path.name + ".tmp")
         torch.save({**self.meta, **state}, tmp)
         os.replace(tmp, self.path)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from fa_bench.config import conf_dir  # also registers the run_key resolver the run folders use
 from fa_bench.data.errors import DataConfigError, DataCorruptError, DataFileNotFoundError
+from fa_bench.distributed import from_environment
 from fa_bench.errors import ConfigError, RunFolderBusy
 from fa_bench.interrupts import RunInterrupted
 from fa_bench.run import run, run_seeds
@@ -51,7 +52,7 @@ def _main(cfg: DictConfig) -> float | None:
         print(f"fa-run: {err}; metrics and summary written to {out_dir}"
               "; re-run the same command to resume", file=sys.stderr)
         raise SystemExit(err.exit_code) from None
-    if not sweeping:
+    if not sweeping and from_environment().main:
         print(outcome_line(summaries[0], out_dir))
     # a sweeper that optimises (optuna, ...) reads the return value
     final = summaries[0].get("final") or {}

@@ -14,7 +14,8 @@ import fa_bench
 from fa_bench.atomic import write_text as atomic_write_text
 from fa_bench.checkpoint import Checkpointer
 from fa_bench.config import conf_dir
-from fa_bench.data import DATASETS, load_dataset
+from fa_bench.data import DATASETS, StreamingData, load_dataset
+from fa_bench.distributed import from_environment, local_device
 from fa_bench.engines.autograd import PhaseSchedule, RuleEngine
 from fa_bench.errors import ConfigError
 from fa_bench.interrupts import RunInterrupted
@@ -168,6 +169,7 @@ def _check_arguments(kind: str, fn, kwargs: dict):
 
 
 def pick_device(name: str) -> torch.device:
+    name = local_device(name)  # under torchrun: this process's GPU
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -179,17 +181,24 @@ def build_data(cfg: DictConfig, device):
     return load_dataset(cfg.dataset.name, device=device, **_data_kwargs(cfg))
 
 
+def example_batch(data) -> torch.Tensor:
+    """Two inputs of the data set's shape (what convert sizes DFA's feedback with)."""
+    if isinstance(data, StreamingData):
+        return torch.zeros(2, *data.input_shape, device=data.device)
+    return data.x_train[:2]
+
+
 def build_model_on(cfg: DictConfig, data, device):
     """The converted (and sparsified) model of a resolved config, checked against the data's inputs."""
     model = build_model(cfg.model.name, seed=int(cfg.seed), **_kwargs(cfg.model)).to(device)
     try:
         with torch.no_grad():
-            model.eval()(data.x_train[:2])
+            model.eval()(example_batch(data))
         model.train()
     except RuntimeError as err:  # shapes that don't chain: the model does not fit the data set
         raise ConfigError(f"model {cfg.model.name!r} does not take dataset {cfg.dataset.name!r} "
-                          f"inputs of shape {tuple(data.x_train.shape[1:])}: {err}") from err
-    model = fa_bench.convert(model, cfg.rule.name, example_input=data.x_train[:2], **_rule_options(cfg))
+                          f"inputs of shape {tuple(example_batch(data).shape[1:])}: {err}") from err
+    model = fa_bench.convert(model, cfg.rule.name, example_input=example_batch(data), **_rule_options(cfg))
     sparsify(model, float(cfg.get("sparsity") or 0.0), generator(int(cfg.seed), "sparsity"))
     try:
         PhaseSchedule(model, cfg.trainer.get("phases"))
@@ -210,12 +219,12 @@ def build(cfg: DictConfig, device):
     return data, model, get_loss(cfg.loss), build_optimizer(cfg, model)
 
 
-def _train_autograd(cfg, device, writers, out_dir, checkpoint=None, resume=None):
+def _train_autograd(cfg, device, writers, out_dir, checkpoint=None, resume=None, dist=None):
     data, model, loss_fn, optimizer = build(cfg, device)
     torch.manual_seed(derive_seed(int(cfg.seed), "global"))  # dropout and anything else on the global stream
     tcfg = _train_config(cfg)
     engine = RuleEngine(model, data, loss_fn, optimizer, tcfg, seeds=[int(cfg.seed)],
-                        orders=[generator(int(cfg.seed), "order")])
+                        orders=[generator(int(cfg.seed), "order")], dist=dist)
     result = train_loop(engine, tcfg, writers, desc=f"{cfg.rule.name} seed {cfg.seed}", checkpoint=checkpoint,
                         resume=resume)[0]
     n = cfg.get("save_activations")
@@ -224,7 +233,9 @@ def _train_autograd(cfg, device, writers, out_dir, checkpoint=None, resume=None)
     return [result]
 
 
-def _train_spiking(cfg, device, writers, out_dir, checkpoint=None, resume=None):
+def _train_spiking(cfg, device, writers, out_dir, checkpoint=None, resume=None, dist=None):
+    if dist is not None and dist.active:
+        raise ConfigError("engine=spiking runs in one process (no torchrun)")
     data = load_dataset(cfg.dataset.name, device=device, **_data_kwargs(cfg))
     result = train_spiking(data, writers[0], seed=int(cfg.seed), device=device, progress=bool(cfg.trainer.progress),
                            trace_path=None if out_dir is None else out_dir / "traces.csv", checkpoint=checkpoint,
@@ -232,7 +243,7 @@ def _train_spiking(cfg, device, writers, out_dir, checkpoint=None, resume=None):
     return [result]
 
 
-def _train_stacked(configs, device, writers, out_dir, checkpoint=None, resume=None):
+def _train_stacked(configs, device, writers, out_dir, checkpoint=None, resume=None, dist=None):
     """S seeds of one config as one seed-stacked model (fa_bench.stacking) under the rule engine."""
     seeds = [int(c.seed) for c in configs]
     kwargs = [_data_kwargs(c) for c in configs]
@@ -328,6 +339,8 @@ def run(cfg: DictConfig, out_dir: Path | str | None, choices: dict | None = None
     recorded in summary.json so collected tables can say which model/cell/dataset file ran."""
     if out_dir is None:
         return _run_seeds([cfg], None, [None], choices, stacked=False)[0]
+    if not from_environment().main:  # under torchrun only rank 0 writes; the others train and resume alike
+        return _run_seeds([cfg], Path(out_dir), [None], choices, stacked=False)[0]
     with RunFolder(out_dir) as folder:
         if cfg.get("rerun"):
             folder.clear()
@@ -348,10 +361,14 @@ def _run_seeds(configs, group_dir, dirs, choices, stacked) -> list[dict]:
                 write_summary(d / "summary.json", _failed_summary(c, err))
         raise
     device = _setup(resolved[0])
+    dist = from_environment(device)
     summaries = [_new_summary(c, device, choices) for c in resolved]
+    if dist.active:
+        for summary in summaries:
+            summary["processes"] = dist.world
     checkpoint, resume = None, None
     if group_dir is not None:
-        checkpoint = Checkpointer(group_dir, resolved[0].trainer.get("checkpoint_every"),
+        checkpoint = Checkpointer(group_dir, resolved[0].trainer.get("checkpoint_every"), writes=dist.main,
                                   meta={"config": [OmegaConf.to_container(c, resolve=True) for c in resolved]})
         resume = checkpoint.load() if checkpoint.enabled else None
         if resume is not None and resume.get("config") != checkpoint.meta["config"]:
@@ -364,17 +381,18 @@ def _run_seeds(configs, group_dir, dirs, choices, stacked) -> list[dict]:
     start = time.perf_counter()
     try:
         if stacked:
-            results = _train_stacked(resolved, device, writers, group_dir, checkpoint, resume)
+            results = _train_stacked(resolved, device, writers, group_dir, checkpoint, resume, dist)
         else:
             cfg = resolved[0]
-            results = ENGINES[cfg.get("engine", "autograd")](cfg, device, writers, group_dir, checkpoint, resume)
+            results = ENGINES[cfg.get("engine", "autograd")](cfg, device, writers, group_dir, checkpoint, resume,
+                                                             dist)
         for summary, result in zip(summaries, results):
             _record_result(summary, result)
             if resume is not None:
                 summary["resumed_from_step"] = resume["step"]
             if stacked:
                 summary["seed_batch"] = [int(c.seed) for c in resolved]
-        if checkpoint is not None:
+        if checkpoint is not None and dist.main:
             checkpoint.remove()  # finished: the records say everything a re-run needs (it skips)
     except RunInterrupted as err:
         for summary, writer in zip(summaries, writers):
@@ -422,6 +440,8 @@ def batch_refusal(cfg: DictConfig) -> str | None:
         return "trainer.adversarial (FGSM) runs one seed at a time"
     if any((p or {}).get("rule") for p in cfg.trainer.get("phases") or []):
         return "a phase that switches the rule runs one seed at a time"
+    if from_environment().active:
+        return "a torchrun (DDP) job trains one seed at a time"
     if cfg.get("save_activations"):
         return "save_activations writes one model's activations"
     return None
@@ -441,6 +461,8 @@ def run_seeds(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None)
         if cfg.get("rerun"):
             group.clear()
         dirs = [group.path / f"seed{s}" for s in seeds]
+        if from_environment().active:
+            raise ConfigError("under torchrun, run one seed per command (seed=N), not a seed group")
         for d, s in zip(dirs, seeds):
             _seed_overrides(group.path, d, s)
         skipped = _skipped(dirs, [RunFolder(d).finished() for d in dirs])

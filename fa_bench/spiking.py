@@ -323,9 +323,9 @@ class SpikingEngine(Engine):
     def steps_per_epoch(self) -> int:
         return math.ceil(self.n / self.streams)
 
-    def epoch_batches(self, epoch):
+    def epoch_batches(self, epoch, start=0):
         self.epoch_start_order = self.order_gen.get_state()
-        return torch.randperm(self.n, generator=self.order_gen).to(self.device).split(self.streams)
+        return torch.randperm(self.n, generator=self.order_gen).to(self.device).split(self.streams)[start:]
 
     def batch_examples(self, idx) -> int:
         return len(idx)

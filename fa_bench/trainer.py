@@ -126,8 +126,8 @@ class Engine:
     def steps_per_epoch(self) -> int:
         raise NotImplementedError
 
-    def epoch_batches(self, epoch: int) -> Iterable:
-        """The batches of one epoch, in training order."""
+    def epoch_batches(self, epoch: int, start: int = 0) -> Iterable:
+        """The batches of one epoch, in training order, from batch ``start`` on (a resumed epoch)."""
         raise NotImplementedError
 
     def batch_examples(self, batch) -> int:
@@ -143,6 +143,15 @@ class Engine:
     def evaluate(self, seeds: list[int]) -> dict[int, dict[str, float]]:
         """Test metrics of the listed seed indices."""
         raise NotImplementedError
+
+    def reduce_window(self, window: Window) -> Window:
+        """The window summed over the processes of a distributed run (fa_bench.distributed): a copy,
+        so the local window can be reduced again later."""
+        return window
+
+    def reduce_flags(self, flags):
+        """Any process's flag, for a distributed run."""
+        return flags
 
     def broken(self, seeds: list[int]) -> dict[int, str]:
         """Seeds whose state is unusable (non-finite), with the reason: they stop as diverged."""
@@ -328,7 +337,7 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
         live = running() if only is None else [s for s in only if ended[s] is None]
         stopping = {}
         if window.n:
-            summaries = window.summaries()
+            summaries = engine.reduce_window(window).summaries()
             for s in live:
                 summary = summaries[s]
                 for name, value in summary.items():
@@ -380,9 +389,8 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
     bar = tqdm(total=total, initial=step, desc=desc, disable=not cfg.progress, mininterval=1.0, leave=False)
     with graceful():
         while step < total and running():
-            for i, batch in enumerate(engine.epoch_batches(epoch)):
-                if i < batch_in_epoch:  # resumed mid-epoch: this epoch's order, from where it stopped
-                    continue
+            # a resumed epoch: its own order, from where it stopped (batch_in_epoch is 0 otherwise)
+            for i, batch in enumerate(engine.epoch_batches(epoch, batch_in_epoch), start=batch_in_epoch):
                 engine.begin_step(step, cfg.phase_at(step))
                 if probing and step % cfg.metrics_every == 0:
                     log_probe(epoch, running())
@@ -400,7 +408,7 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
                     log_eval()
                     evaluated = True
                 if flagged is not None and step % DIVERGENCE_CHECK_EVERY == 0:
-                    hit = [s for s, f in enumerate(flagged.tolist()) if f and ended[s] is None]
+                    hit = [s for s, f in enumerate(engine.reduce_flags(flagged).tolist()) if f and ended[s] is None]
                     if hit and not evaluated:
                         log_eval(only=hit)
                     flagged = torch.zeros_like(flagged)

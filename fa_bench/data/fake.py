@@ -78,3 +78,24 @@ def write_cifar(root: Path, name: str, n_per_file: int = 40, seed: int = 0) -> P
     with open(base / ("batches.meta" if ten else "meta"), "wb") as f:
         pickle.dump({meta_key: [f"c{i}" for i in range(n_classes)]}, f)
     return base
+
+
+def write_image_tree(root: Path, n_classes: int = 6, n_train: int = 6, n_val: int = 3, side: int = 20,
+                     seed: int = 0) -> Path:
+    """An ImageFolder tree (``train/``, ``val/``, a folder of PNGs per class) whose class k's images have
+    a bright square at a place of their own on dim noise: enough for tiny runs of the streaming path."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    cells = int(np.ceil(np.sqrt(n_classes)))
+    patch = side // cells
+    for split, n in (("train", n_train), ("val", n_val)):
+        for k in range(n_classes):
+            folder = Path(root) / split / f"class{k:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 60, (side, side, 3), dtype=np.uint8)
+                r, c = divmod(k, cells)
+                pixels[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch] = 230
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return Path(root)

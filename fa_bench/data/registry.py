@@ -64,8 +64,9 @@ class StreamingData:
         self.device = torch.device(device)
         return self
 
-    def train_loader(self, epoch: int, generator_seed: int, batch_size: int):
-        return self._loaders.train(int(epoch), int(generator_seed), int(batch_size))
+    def train_loader(self, epoch: int, generator_seed: int, batch_size: int, start_batch: int = 0):
+        """``start_batch``: begin the epoch's order there (a resumed run), without loading what precedes."""
+        return self._loaders.train(int(epoch), int(generator_seed), int(batch_size), int(start_batch))
 
     def test_loader(self, batch_size: int):
         return self._loaders.test(int(batch_size))

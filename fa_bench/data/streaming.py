@@ -37,7 +37,7 @@ class _EpochSampler(Sampler):
     whose generator is seeded from (seed, epoch)."""
 
     def __init__(self, n: int):
-        self.n, self.seed, self.epoch = n, 0, 0
+        self.n, self.seed, self.epoch, self.skip = n, 0, 0, 0
 
     def _order(self):
         base = derive_seed(self.seed, "order") + self.epoch
@@ -48,25 +48,28 @@ class _EpochSampler(Sampler):
         return RandomSampler(range(self.n), generator=torch.Generator().manual_seed(base))
 
     def __iter__(self):
-        seed, epoch = self.seed, self.epoch
-        return ((seed, epoch, i) for i in self._order())
+        seed, epoch, skip = self.seed, self.epoch, self.skip
+        return ((seed, epoch, i) for k, i in enumerate(self._order()) if k >= skip)
 
     def __len__(self):
-        return len(self._order())
+        return max(len(self._order()) - self.skip, 0)
 
 
 class _Epoch:
     """One epoch's batches: sets the shared sampler to (seed, epoch) when iterated."""
 
-    def __init__(self, loader: DataLoader, sampler: _EpochSampler, seed: int, epoch: int):
-        self.loader, self.sampler, self.seed, self.epoch = loader, sampler, seed, epoch
+    def __init__(self, loader: DataLoader, sampler: _EpochSampler, seed: int, epoch: int, skip: int = 0):
+        self.loader, self.sampler, self.seed, self.epoch, self.skip = loader, sampler, seed, epoch, skip
+
+    def _set(self):
+        self.sampler.seed, self.sampler.epoch, self.sampler.skip = self.seed, self.epoch, self.skip
 
     def __iter__(self):
-        self.sampler.seed, self.sampler.epoch = self.seed, self.epoch
+        self._set()
         return iter(self.loader)
 
     def __len__(self):
-        self.sampler.seed, self.sampler.epoch = self.seed, self.epoch
+        self._set()
         return len(self.loader)
 
 
@@ -92,14 +95,14 @@ class Loaders:
         return dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                     worker_init_fn=_seed_worker if workers > 0 else None)
 
-    def train(self, epoch: int, seed: int, batch_size: int) -> _Epoch:
+    def train(self, epoch: int, seed: int, batch_size: int, start_batch: int = 0) -> _Epoch:
         if batch_size not in self._train:  # one loader (and its workers) per batch size, reused every epoch
             sampler = _EpochSampler(len(self.train_set))
             loader = DataLoader(self.train_set, batch_size=batch_size, sampler=sampler, drop_last=False,
                                 **self._options())
             self._train[batch_size] = (loader, sampler)
         loader, sampler = self._train[batch_size]
-        return _Epoch(loader, sampler, seed, epoch)
+        return _Epoch(loader, sampler, seed, epoch, skip=start_batch * batch_size)  # a resumed epoch
 
     def test(self, batch_size: int) -> DataLoader:
         if batch_size not in self._test:

@@ -13,13 +13,14 @@ import torch
 
 from fa_bench.adversarial import FGSM
 from fa_bench.convert import convert, converted_layers, rule_of
-from fa_bench.data import DataBundle, batches
+from fa_bench.data import DataBundle, StreamingData, batches
+from fa_bench.distributed import Dist
 from fa_bench.probe import AlignmentProbe
 from fa_bench.records import MetricsWriter
 from fa_bench.rules import get_rule
 from fa_bench.seeding import generator as seeded_generator
 from fa_bench.sparsity import masked_layers, reapply
-from fa_bench.trainer import Engine, TrainConfig, TrainResult, metrics_of, train_loop
+from fa_bench.trainer import Engine, TrainConfig, TrainResult, Window, metrics_of, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,11 @@ class RuleEngine(Engine):
     honours = frozenset({"shuffle", "eval_batch_size", "metrics_every", "metrics_batch_size",
                          "metrics_neuron_sample", "phases", "stop_train_error", "adversarial"})
 
-    def __init__(self, model, data: DataBundle | list[DataBundle], loss_fn, optimizer, cfg: TrainConfig,
-                 seeds: list[int], orders: list[torch.Generator]):
+    def __init__(self, model, data: DataBundle | StreamingData | list[DataBundle], loss_fn, optimizer,
+                 cfg: TrainConfig, seeds: list[int], orders: list[torch.Generator], dist: Dist | None = None):
         self.model, self.loss_fn, self.optimizer, self.cfg = model, loss_fn, optimizer, cfg
+        self.dist = dist or Dist()
+        self.streaming = isinstance(data, StreamingData)
         self.rule = rule_of(model)
         self.stacked = self.rule.seeds is not None
         self.seeds = [int(s) for s in seeds]
@@ -91,6 +94,38 @@ class RuleEngine(Engine):
             raise ValueError(f"the stacked model's seeds {self.rule.seeds} are not {self.seeds}")
         if not self.stacked and self.n_seeds != 1:
             raise ValueError("an unstacked model trains one seed; stack the seeds' models first (fa_bench.stacking)")
+        if self.streaming:
+            self._init_streaming(data)
+        else:
+            self._init_tensors(data)
+        self.orders = orders
+        self.attack = FGSM.from_config(cfg.adversarial)
+        if self.attack is not None:
+            if self.stacked:
+                raise ValueError("FGSM adversarial training runs one seed at a time (not seed-stacked)")
+            self.attack.check_rule(self.rule)
+        self.schedule = PhaseSchedule(model, cfg.phases)
+        self.masked = masked_layers(model)
+        self.phase = None
+        self.switched: list[int] = []  # steps whose phase switched the rule (replayed on resume)
+        self.epoch_start_orders = [g.get_state() for g in orders]
+        self.frozen_seeds: dict[int, list] = {}  # stopped seeds of a stacked model: their parameters as they stopped
+        self.probe_obj = self._new_probe() if cfg.metrics_every else None
+        self.probe_batch = None
+        if self.probe_obj is not None and cfg.metrics_batch_size and not self.streaming:
+            n = cfg.metrics_batch_size
+            idx = torch.stack([torch.randperm(self.n_train, generator=seeded_generator(s, "probe"))[:n]
+                               for s in self.seeds]).to(self.device)
+            self.probe_batch = self._gather(idx if self.stacked else idx[0], shard=False)
+        model.train()
+
+    def _init_streaming(self, data: StreamingData):
+        if self.stacked:
+            raise ValueError("streamed data sets train one seed at a time (not seed-stacked)")
+        self.data, self.task, self.device = data, data.task, data.device
+        self.n_train, self.per_seed_data = data.n_train, False
+
+    def _init_tensors(self, data):
         bundles = data if isinstance(data, list) else [data]
         first = bundles[0]
         self.task, self.device = first.task, first.x_train.device
@@ -105,51 +140,48 @@ class RuleEngine(Engine):
             self.x_train, self.y_train = first.x_train, first.y_train
             self.x_test, self.y_test = first.x_test, first.y_test
         self.n_train = self.x_train.shape[1 if self.per_seed_data else 0]
-        self.orders = orders
         self.seed_rows = torch.arange(self.n_seeds, device=self.device).unsqueeze(1)
-        self.attack = FGSM.from_config(cfg.adversarial)
-        if self.attack is not None:
-            if self.stacked:
-                raise ValueError("FGSM adversarial training runs one seed at a time (not seed-stacked)")
-            self.attack.check_rule(self.rule)
-        self.schedule = PhaseSchedule(model, cfg.phases)
-        self.masked = masked_layers(model)
-        self.phase = None
-        self.switched: list[int] = []  # steps whose phase switched the rule (replayed on resume)
-        self.epoch_start_orders = [g.get_state() for g in orders]
-        self.frozen_seeds: dict[int, list] = {}  # stopped seeds of a stacked model: their parameters as they stopped
-        self.probe_obj = self._new_probe() if cfg.metrics_every else None
-        self.probe_batch = None
-        if self.probe_obj is not None and cfg.metrics_batch_size:
-            n = cfg.metrics_batch_size
-            idx = torch.stack([torch.randperm(self.n_train, generator=seeded_generator(s, "probe"))[:n]
-                               for s in self.seeds]).to(self.device)
-            self.probe_batch = self._gather(idx if self.stacked else idx[0])
-        model.train()
 
     def _new_probe(self):
         return AlignmentProbe(self.model, self.loss_fn, self.cfg.metrics_neuron_sample, self.seeds[0])
 
     # --- batches --------------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
+        if self.streaming:
+            return len(self.data.train_loader(0, self.seeds[0], self._local_batch()))
         return -(-self.n_train // self.cfg.batch_size)
 
-    def epoch_batches(self, epoch):
+    def _local_batch(self) -> int:
+        """trainer.batch_size is the global batch; under DDP each rank's loader takes its share."""
+        return -(-self.cfg.batch_size // self.dist.world)
+
+    def epoch_batches(self, epoch, start=0):
         self.epoch_start_orders = [g.get_state() for g in self.orders]  # a resumed epoch redraws from these
+        if self.streaming:  # the order is the loader's own: (seed, epoch), resumable without replaying
+            return self.data.train_loader(epoch, self.seeds[0], self._local_batch(), start_batch=start)
         if not self.stacked:
-            return batches(self.n_train, self.cfg.batch_size, self.orders[0], self.device, self.cfg.shuffle)
+            return batches(self.n_train, self.cfg.batch_size, self.orders[0], self.device, self.cfg.shuffle)[start:]
         # each seed's epoch order from its own generator, drawn exactly as fa_bench.data.batches draws it
         if self.cfg.shuffle:
             order = torch.stack([torch.randperm(self.n_train, generator=g, device="cpu") for g in self.orders])
             order = order.to(self.device)
         else:
             order = torch.arange(self.n_train, device=self.device).expand(self.n_seeds, -1)
-        return order.split(self.cfg.batch_size, dim=1)
+        return order.split(self.cfg.batch_size, dim=1)[start:]
 
-    def batch_examples(self, idx) -> int:
-        return idx.shape[-1]
+    def batch_examples(self, batch) -> int:
+        if self.streaming:  # this rank's share times the ranks (DistributedSampler pads the shares equal)
+            return batch[1].shape[0] * self.dist.world
+        return batch.shape[-1]
 
-    def _gather(self, idx):
+    def _gather(self, idx, shard=True):
+        """The batch on the device: (x, y) for index tensors (this rank's slice of a global batch under
+        DDP), or a streamed batch moved over."""
+        if self.streaming:
+            x, y = idx
+            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if shard:
+            idx = self.dist.shard(idx)
         if self.per_seed_data:
             return self.x_train[self.seed_rows, idx], self.y_train[self.seed_rows, idx]
         return self.x_train[idx], self.y_train[idx]
@@ -177,6 +209,7 @@ class RuleEngine(Engine):
             per_example, out = self.rule.compute_gradients(self.model, xb, yb, self.loss_fn)
         else:
             per_example, out = self.attack.step(self.rule, self.model, xb, yb, self.loss_fn)
+        self.dist.sum_gradients(self.model.parameters(), yb.shape[0])
         for p in self.schedule.frozen_in(self.phase):
             p.grad = None  # optimizers skip parameters without a gradient (decay and momentum too)
         self.optimizer.step()
@@ -219,6 +252,21 @@ class RuleEngine(Engine):
         self.frozen_seeds = {i: list(zip(params, values)) for i, values in state["frozen_seeds"].items()}
 
     # --- measurements ---------------------------------------------------------------------------
+    def reduce_window(self, window):
+        if not self.dist.active or not window.n:
+            return window
+        total = Window(window.task)
+        total.load_state(window.state())
+        for key in ("loss", "sse", "t_sum", "t_sq", "wrong"):
+            value = getattr(window, key)
+            if isinstance(value, torch.Tensor):
+                setattr(total, key, self.dist.sum_(value.clone()))
+        total.n = int(self.dist.sum_(torch.tensor(window.n)).item())
+        return total
+
+    def reduce_flags(self, flags):
+        return self.dist.sum_(flags.to(torch.int64)) > 0 if self.dist.active else flags
+
     @torch.no_grad()
     def evaluate(self, seeds):
         if not seeds:
@@ -226,6 +274,13 @@ class RuleEngine(Engine):
         was_training = self.model.training
         self.model.eval()
         bs = self.cfg.eval_batch_size
+        if self.streaming:  # the whole test split on every rank (outputs gathered on the CPU)
+            outs, ys = [], []
+            for x, y in self.data.test_loader(bs):
+                outs.append(self.model(x.to(self.device, non_blocking=True)).float().cpu())
+                ys.append(y)
+            self.model.train(was_training)
+            return {0: metrics_of(torch.cat(outs), torch.cat(ys), self.loss_fn, self.task)}
         if not self.stacked:
             outs = torch.cat([self.model(xb) for xb in self.x_test.split(bs)])[None]
         elif self.per_seed_data:
