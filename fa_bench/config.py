@@ -7,6 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from fa_bench.experiments import help_text
+
 # top-level keys that say where things go or how they are shown, not what a run computes
 NOT_IN_RUN_KEY = ("hydra", "rerun", "results_dir", "collect", "data")
 
@@ -57,3 +59,4 @@ def experiment_folder(name) -> str:
 
 OmegaConf.register_new_resolver("run_key", run_key, replace=True)
 OmegaConf.register_new_resolver("experiment_folder", experiment_folder, replace=True)
+OmegaConf.register_new_resolver("fa_experiments", lambda: help_text(Path(conf_dir()) / "experiment"), replace=True)

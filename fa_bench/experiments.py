@@ -3,15 +3,13 @@ CPU cost, read from the file's own header comments (never a hand-kept copy).
 
 A file's header: `# @package _global_`, then a comment block whose first line names the paper figure
 (the description) and a `# cost: ~N CPU-minutes (...)` line. `fa-run --help` lists them through the
-`${fa_experiments:}` resolver registered here (conf/hydra/help/fa_bench.yaml).
+`${fa_experiments:}` resolver (registered by fa_bench.config; used in conf/hydra/help/fa_bench.yaml).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-from omegaconf import OmegaConf
 
 COST = re.compile(r"^cost:\s*(?P<cost>.+)$")
 SENTENCE_END = (".", "!", "?", ")")
@@ -51,20 +49,13 @@ def read_experiment(path: str | Path) -> Experiment:
     return Experiment(path.stem, description or "(no description)", cost)
 
 
-def experiment_dir() -> Path:
-    from fa_bench.config import conf_dir
-
-    return Path(conf_dir()) / "experiment"
-
-
-def list_experiments(folder: str | Path | None = None) -> list[Experiment]:
-    folder = Path(folder) if folder is not None else experiment_dir()
-    return [read_experiment(p) for p in sorted(folder.glob("*.yaml"))]
+def list_experiments(folder: str | Path) -> list[Experiment]:
+    """Every experiment of a conf/experiment/ folder (fa_bench.config.conf_dir() / "experiment")."""
+    return [read_experiment(p) for p in sorted(Path(folder).glob("*.yaml"))]
 
 
-def format_experiments(experiments: list[Experiment] | None = None, indent: int = 2) -> str:
+def format_experiments(experiments: list[Experiment], indent: int = 2) -> str:
     """One entry per experiment: its name and description, then its cost on the next line."""
-    experiments = list_experiments() if experiments is None else experiments
     if not experiments:
         return " " * indent + "(none found in conf/experiment/)\n"
     width = max(len(e.name) for e in experiments) + 2
@@ -76,9 +67,8 @@ def format_experiments(experiments: list[Experiment] | None = None, indent: int 
     return "\n".join(out) + "\n"
 
 
-def _help_resolver() -> str:
-    # Hydra passes the resolved help template through string.Template: a literal $ must be $$
-    return format_experiments().replace("$", "$$")
-
-
-OmegaConf.register_new_resolver("fa_experiments", _help_resolver, replace=True)
+def help_text(folder: str | Path) -> str:
+    """The experiment list for fa-run --help (the ``fa_experiments`` resolver, registered by
+    fa_bench.config). Hydra passes the resolved help template through string.Template: a literal $
+    must be $$."""
+    return format_experiments(list_experiments(folder)).replace("$", "$$")

@@ -1,4 +1,5 @@
-"""SIGINT and SIGTERM (Ctrl-C, `timeout`, SLURM's pre-emption) end a run cleanly at the next step.
+"""SIGINT and SIGTERM (Ctrl-C, `timeout`, SLURM's pre-emption), and SIGUSR2 (the warning submitit gives a
+SLURM job before its time limit) end a run cleanly at the next step.
 
 ``graceful()`` installs handlers that only record the signal; the training loop polls ``requested()``
 once per step (a Python attribute read, no device sync), then writes its checkpoint, metrics and an
@@ -34,7 +35,7 @@ def requested() -> int | None:
 
 @contextmanager
 def graceful():
-    """Record SIGINT/SIGTERM instead of dying mid-step (main thread only; elsewhere a no-op)."""
+    """Record SIGINT/SIGTERM/SIGUSR2 instead of dying mid-step (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -47,8 +48,9 @@ def graceful():
             return
         _received.append(signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, handler)
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR2", None)):
+        if sig is not None:
+            previous[sig] = signal.signal(sig, handler)
     try:
         yield
     finally:
