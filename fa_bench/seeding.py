@@ -37,12 +37,13 @@ class DeviceStreams:
 
     def set_state(self, state: dict):
         """Back to ``state``; a stream first used after it was taken is forgotten (it restarts from
-        the seed next time), so a look-ahead such as the probe leaves no trace."""
+        the seed next time), so a look-ahead such as the probe leaves no trace, and a stream the state
+        has but this process has not used yet (a run resumed from a checkpoint) is created with it."""
         for key in list(self.by_device):
-            if key in state:
-                self.by_device[key].set_state(state[key])
-            else:
+            if key not in state:
                 del self.by_device[key]
+        for key, value in state.items():
+            self(key).set_state(value)
 
 
 def global_rng_state():
