@@ -19,7 +19,8 @@ STYLE = {"fa": dict(color="tab:red", label="random feedback (FA)"), "bp": dict(c
 def three_layer(folder: Path) -> list[Path]:
     curves = read_table(Path(folder) / "curves.csv")
     curves = curves[curves["status"] == "completed"]
-    per_epoch = curves["examples"].max() / max(curves["epoch"].max(), 1)
+    # the last evaluation closes the last epoch, whose 0-based number it carries
+    per_epoch = curves["examples"].max() / (curves["epoch"].max() + 1)
     fig, (ax, ax_angle) = plt.subplots(1, 2, figsize=(9, 3.6))
     for rule, style in STYLE.items():
         test = select(curves, "test/error", rule=rule)
