@@ -24,10 +24,12 @@ def make_figure(experiment: str, results_dir: Path | str) -> list[Path]:
 
 def make_all(results_dir: Path | str) -> list[Path]:
     """Every experiment folder under ``results_dir``: its summary table, and its figure if it has one."""
+    from fa_bench.figures import learning_curves
     from fa_bench.tables import write_summary_table
 
     written = []
     for folder in sorted(p.parent for p in Path(results_dir).glob("*/runs.csv")):
         written.append(write_summary_table(folder))
         written += make_figure(folder.name, results_dir)
+        written += learning_curves.draw(folder)  # every classification experiment's test error by epoch
     return written

@@ -1,0 +1,271 @@
+"""Learned feedback (Lansdell, Prakash & Kording, ICLR 2020): B regressed onto a gradient estimate.
+
+Two registered rules share one engine:
+
+- ``np_feedback``: feedback alignment whose B is learned from node-perturbation estimates λ̂ (L §2.3-2.4);
+- ``sg``: the same regression fitted to the true gradient λ = ∂L/∂h (L Table 2's "SG": synthetic gradients
+  in the paper's form g = Bᵀẽ, not Jaderberg's g(h)).
+
+Shapes and conventions (fa_bench's, not the paper's). A converted layer computes a = W h + b with W of
+shape (out, in) and sends ``grad_out @ B`` to its input, so our B has W's shape and is the paper's B^{i+1}
+for the layer whose *input* is the paper's h^i. The paper's g = (B^{i+1})ᵀẽ^{i+1} is our row-vector
+``ẽ @ B`` (``layer.propagate(ẽ, B)``) and B → W means exactly that: ẽ @ W = ∂L/∂h for the true error.
+
+How the unclear passages were read:
+
+- **Loss per example.** λ̂, ẽ and λ are all gradients of *one example's* loss L_n (the authors'
+  "CorrectBatch" code: per-example losses, baseline = that example's noiseless loss). W's gradient is
+  the batch *mean* per seed, as in every fa_bench rule (the paper's code sums the batch; the learning
+  rate absorbs the factor N). The grad_out the backward delivers is ∂(mean L)/∂a = ẽ/N, so the
+  regression multiplies it by N (per seed: N is the batch axis of the per-example losses).
+- **1/c vs 1/c².** Eq. 2 writes λ̂ = (L̃ − L) ξ / c with ξ ~ N(0, I) and noise c·ξ. We draw the actual
+  noise ζ = c·ξ (std ``sigma`` = c) and use λ̂ = (L̃ − L) ζ / c², the same quantity (the authors' code
+  divides by ``var_xi`` twice). To first order E[λ̂ | x, y] = ∂L/∂h.
+- **Where the noise goes.** One noisy, no-grad pass on the same batch (same dropout masks), with noise
+  after the nonlinearity of *every* hidden layer at once, so it propagates upward (L §2.2; the code's
+  ``h + xi``). Generically: noise is added to the *input* of every converted layer except the first
+  (module order), which is the previous hidden layer's activity h; the output layer's output gets none.
+  λ̂ for a layer's B is that noise times the loss change, i.e. the estimate of ∂L/∂(its input).
+- **Which layers learn B.** All but the first converted layer: the first one's B would only send an
+  error to the data, so it is never used and never learned (L: two matrices in 784-50-20-10).
+- **Regression (eq. 3).** B = argmin E‖ẽ B − λ̂‖². ``solver=sgd``: one step per minibatch,
+  B ← B − η_B Σ_n ẽ_nᵀ(ẽ_n B − λ̂_n), summed (not averaged) over the batch as the paper's
+  ΔB = −η_B Σ ẽ(Bᵀẽ − λ̂)ᵀ. ``solver=ridge``: the online ridge solution of eq. 18 as the authors'
+  code does it, cumulative over *all* batches with no forgetting or 1/T: V ← V + ẽᵀẽ, S ← S + ẽᵀλ̂,
+  B = V⁻¹S with V₀ = γI, S₀ = 0 (the paper's S·V⁻¹ in its transposed layout). V and S are buffers on
+  the layer (``feedback_V``, ``feedback_S``), so state_dict and checkpoints hold them. Until the first
+  update B is its random initial draw (``init``/``scale``, as fa).
+- **ẽ.** ``form=layer``: ẽ is the synthetic error arriving at the layer's output pre-activation in the
+  noiseless FA backward with the current B (L App. A: ẽ^i = ((B^{i+1})ᵀẽ^{i+1}) ∘ σ'), i.e. what the
+  layer's backward receives. ``form=direct`` (Corollary 1, the DFA form used for the CNN): every hidden
+  layer's B has shape (n_outputs, in_features), g = e_out @ B with e_out the output layer's error, and the
+  backward is DFA's (dfa.py): each layer sends e_out @ B to its input. For a deep linear net B then
+  converges to the product W_out ⋯ W_l.
+- **Order within a step.** The noiseless pass (W's gradient through the *current* B, and ẽ), then the
+  second pass (noisy or exact), then B's update in place. So W's gradient of this step uses the B of the
+  previous step (B and W are updated "simultaneously", L §3).
+- **Warm-up** (Fig. 2: 1000 iterations): the first ``warmup_steps`` calls of ``compute_gradients`` (counted
+  in the buffer ``feedback_steps`` on the output layer, so a resumed run keeps counting) learn B but leave
+  every parameter's ``.grad`` as it was (None after ``zero_grad``), so optimizers skip them and W stays.
+
+Fully connected nets only (``form=layer`` would need a convolutional regression, ``direct`` the noise on
+padded conv inputs); convert refuses convolutions.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from fa_bench.layers import EXACT_BACKPROP
+from fa_bench.rules.base import Rule, draw_feedback, register, set_feedback
+from fa_bench.seeding import global_rng_state
+
+SOLVERS = ("sgd", "ridge")
+FORMS = ("layer", "direct")
+
+
+class LearnedFeedback(Rule):
+    """The shared engine: FA (or DFA) backward with a B regressed onto ``regression_targets``."""
+
+    uses_backward = True
+    supports_conv = False
+    conv_refusal = ("its feedback regression is written for fully connected layers (B·ẽ per example); "
+                    "learned feedback on convolutions is not implemented")
+    options: ClassVar[dict] = {"init": "kaiming_uniform", "scale": None, "solver": "sgd", "lr_feedback": 5e-4,
+                               "gamma": 0.1, "form": "layer", "warmup_steps": 0}
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        if self.opts["solver"] not in SOLVERS:
+            raise ValueError(f"rule {self.name!r}: unknown solver {self.opts['solver']!r}; valid: {', '.join(SOLVERS)}")
+        if self.opts["form"] not in FORMS:
+            raise ValueError(f"rule {self.name!r}: unknown form {self.opts['form']!r}; valid: {', '.join(FORMS)}")
+        if int(self.opts["warmup_steps"]) < 0:
+            raise ValueError(f"rule {self.name!r}: warmup_steps must be >= 0")
+        if float(self.opts["gamma"]) <= 0 and self.opts["solver"] == "ridge":
+            raise ValueError(f"rule {self.name!r}: ridge needs gamma > 0 (V₀ = γI must be invertible)")
+        self.direct = self.opts["form"] == "direct"
+        self.layerwise = not self.direct  # instance attribute: the probe's W-vs-B metrics need W's shape
+        self._reset()
+
+    def _reset(self):
+        self.capturing = False
+        self.errors: dict[int, torch.Tensor] = {}  # id(layer) -> grad_out of the noiseless backward
+        self.error = None  # the output layer's error (form=direct)
+
+    # --- set-up --------------------------------------------------------------------------------
+    def bind(self, layers, seeds=None):
+        super().bind(layers, seeds)
+        self.first_layer = self.layers[0][1]
+        self.learned = [layer for _, layer in self.layers[1:]]  # the first layer's B is never used
+        self._reset()
+
+    def feedback_shape(self, layer):
+        if self.direct and not layer.is_output:
+            return (self.output_layer.weight.shape[-2], layer.weight.shape[-1])
+        return tuple(layer.weight.shape)
+
+    def init_layer(self, layer, generator, input_shape):
+        shape = self.feedback_shape(layer)
+        set_feedback(layer, draw_feedback(shape, self.opts["init"], self.opts["scale"], generator), learn=False)
+        like = layer.weight.detach()
+        if self.opts["solver"] == "ridge" and layer is not self.layers[0][1]:
+            n = shape[0]
+            layer.register_buffer("feedback_V", float(self.opts["gamma"]) * torch.eye(
+                n, dtype=like.dtype, device=like.device))
+            layer.register_buffer("feedback_S", torch.zeros(shape, dtype=like.dtype, device=like.device))
+        if layer.is_output:
+            layer.register_buffer("feedback_steps", torch.zeros((), dtype=torch.long, device=like.device))
+
+    # --- the backward: FA (form=layer) or DFA (form=direct), capturing ẽ -------------------------
+    def error_to_input(self, layer, grad_out, feedback, x):
+        if self.capturing:
+            self.errors[id(layer)] = grad_out.detach()
+        if layer.is_output:
+            self.error = grad_out.detach()
+        if not self.direct or layer.is_output:
+            return layer.propagate(grad_out, feedback, x)
+        e = self.error
+        if e is None:
+            raise RuntimeError(f"{self.name} form=direct: a hidden layer ran its backward before the output layer")
+        if e.shape[:-1] != x.shape[:-1]:
+            raise RuntimeError(f"{self.name} form=direct: output error {tuple(e.shape)} does not match the input "
+                               f"{tuple(x.shape)} of a hidden layer (fully connected nets only)")
+        return e @ feedback
+
+    def weight_grads(self, layer, grad_out, x):
+        if self.capturing:
+            self.errors[id(layer)] = grad_out.detach()
+        return layer.local_grads(grad_out, x)
+
+    # --- one step ----------------------------------------------------------------------------------
+    def steps_done(self) -> int:
+        return int(self.output_layer.feedback_steps.reshape(-1)[0])
+
+    def compute_gradients(self, model, x, target, loss_fn):
+        warm = self.steps_done() < int(self.opts["warmup_steps"])
+        params = list(model.parameters())
+        saved = [None if p.grad is None else p.grad.clone() for p in params] if warm else None
+        same_masks = global_rng_state()
+        self._reset()
+        self.capturing = True
+        try:
+            out = model(x)
+            per_example = loss_fn(out, target)
+            per_example.mean(-1).sum().backward()
+        finally:
+            self.capturing = False
+        if warm:  # W (and everything else) stays: its .grad is put back as it was
+            for p, g in zip(params, saved):
+                p.grad = g
+        try:
+            targets = self.regression_targets(model, x, target, loss_fn, per_example.detach(), same_masks)
+            n = per_example.shape[-1]
+            with torch.no_grad():
+                for layer in self.learned:
+                    src = self.output_layer if self.direct else layer
+                    e, lam = self.errors.get(id(src)), targets.get(id(layer))
+                    if e is None or lam is None:
+                        continue  # nothing reached this layer
+                    B = layer.feedback_weight
+                    self.update_feedback(layer, (e * n).to(B.dtype), lam.to(B.dtype))
+                self.output_layer.feedback_steps.add_(1)
+        finally:
+            self._reset()
+        return per_example.detach(), out.detach()
+
+    def update_feedback(self, layer, e, lam):
+        """One solver step for ``layer.feedback_weight`` from per-example errors ``e`` (rows, B's dim 0)
+        and targets ``lam`` (rows, B's dim 1). ``layer.local_grads(a, b)[0]`` is aᵀb summed over every
+        row (seed-stacked: per seed), the layer's own primitive."""
+        B = layer.feedback_weight
+        if self.opts["solver"] == "sgd":
+            residual = layer.propagate(e, B, lam) - lam  # ẽ B − λ̂, per example
+            B.sub_(layer.local_grads(e, residual)[0], alpha=float(self.opts["lr_feedback"]))
+        else:
+            layer.feedback_V.add_(layer.local_grads(e, e)[0])
+            layer.feedback_S.add_(layer.local_grads(e, lam)[0])
+            B.copy_(torch.linalg.solve(layer.feedback_V, layer.feedback_S))
+
+    def regression_targets(self, model, x, target, loss_fn, clean, same_masks):
+        """{id(layer): the per-example target for ẽ @ B at every learned layer} (rows as the layer's input)."""
+        raise NotImplementedError
+
+
+@register
+class NPFeedback(LearnedFeedback):
+    """B regressed onto the node-perturbation estimate λ̂ = (L̃ − L)·ζ / c² (ζ the noise, std c = ``sigma``).
+
+    L̃ is each example's loss in a second, no-grad pass with Gaussian noise of std c added to the input
+    of every converted layer but the first (every hidden layer's output at once), L the same example's
+    noiseless loss; the draws come from the rule's own stream ("np_feedback"), one per seed when
+    seed-stacked. See the module docstring for every reading of the paper."""
+
+    name = "np_feedback"
+    random_stream = "np_feedback"
+    options: ClassVar[dict] = {"sigma": 0.01}
+    noisy = False
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        if not float(self.opts["sigma"]) > 0:
+            raise ValueError(f"rule {self.name!r}: sigma must be > 0")
+        self.noise: dict[int, torch.Tensor] = {}
+
+    def forward(self, layer, x):
+        if self.noisy and layer is not self.first_layer:
+            zeta = self.random_tensor(
+                lambda shape, g: torch.randn(shape, generator=g, device=g.device, dtype=x.dtype), x.shape, x.device)
+            zeta.mul_(float(self.opts["sigma"]))
+            self.noise[id(layer)] = zeta
+            x = x + zeta
+        return layer.run_rule(x, self)
+
+    def regression_targets(self, model, x, target, loss_fn, clean, same_masks):
+        self.noise = {}
+        with torch.no_grad():
+            same_masks()  # the noisy pass sees the noiseless pass's dropout masks
+            self.noisy = True
+            try:
+                noisy = loss_fn(model(x), target)
+            finally:
+                self.noisy = False
+            scale = (noisy - clean) / float(self.opts["sigma"]) ** 2  # per example: (N,) or (S, N)
+            targets = {}
+            for key, zeta in self.noise.items():
+                targets[key] = zeta * scale.view(*scale.shape, *([1] * (zeta.dim() - scale.dim())))
+        self.noise = {}
+        return targets
+
+
+@register
+class SyntheticGradient(LearnedFeedback):
+    """The same regression fitted to the true per-example gradient λ = ∂L_n/∂h of every learned layer's
+    input (L Table 2's SG, g = Bᵀẽ): a second forward pass by exact backprop on the same batch (same
+    dropout masks), whose per-example losses are summed and differentiated with respect to each learned
+    layer's input. No noise; W still learns through the current B, as in np_feedback."""
+
+    name = "sg"
+    true_pass = False
+
+    def forward(self, layer, x):
+        if self.true_pass:
+            if layer is not self.first_layer and x.requires_grad:
+                self.inputs[id(layer)] = x
+            return layer.run_rule(x, EXACT_BACKPROP)
+        return layer.run_rule(x, self)
+
+    def regression_targets(self, model, x, target, loss_fn, clean, same_masks):
+        self.inputs: dict[int, torch.Tensor] = {}
+        same_masks()
+        self.true_pass = True
+        try:
+            with torch.enable_grad():
+                loss = loss_fn(model(x), target).sum()  # examples (and seeds) are independent: per-example ∂
+                keys = list(self.inputs)
+                grads = torch.autograd.grad(loss, [self.inputs[k] for k in keys], allow_unused=True) if keys else []
+        finally:
+            self.true_pass = False
+            self.inputs = {}
+        return {k: g.detach() for k, g in zip(keys, grads) if g is not None}
