@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from fa_bench import metrics as M
 from fa_bench.adversarial import FGSM
 from fa_bench.checkpoint import Checkpointer, parse_every
+from fa_bench.constraints import check_schedule
 from fa_bench.interrupts import RunInterrupted, graceful, requested
 from fa_bench.records import MetricsWriter
 from fa_bench.seeding import global_rng_states, set_global_rng_states
@@ -53,6 +54,10 @@ class TrainConfig:
     adversarial: dict | None = None
     # steps (int) or a duration ('10min') between checkpoints (fa_bench.checkpoint); None: never
     checkpoint_every: int | str | None = None
+    # fa_bench.constraints: a step learning-rate schedule by epochs, the Const. norm, the E/I sign freeze
+    lr_schedule: dict | None = None
+    const_norm: bool = False
+    freeze_signs_at: float | None = None
 
     def __post_init__(self):
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every,
@@ -81,6 +86,12 @@ class TrainConfig:
             raise ValueError(f"trainer.stop_train_error is a training error in % (>= 0) or null, got {stop!r}")
         FGSM.from_config(self.adversarial)  # a bad setting fails here, before any training
         parse_every(self.checkpoint_every)
+        check_schedule(self.lr_schedule)
+        if not isinstance(self.const_norm, bool):
+            raise ValueError(f"trainer.const_norm={self.const_norm!r}: true or false")
+        f = self.freeze_signs_at
+        if f is not None and not (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1):
+            raise ValueError(f"trainer.freeze_signs_at={f!r}: a fraction of training in (0, 1), or null")
 
     def active_options(self) -> dict:
         """The options that ask for something (the probe on, phases, ...): what an engine must honour or refuse."""

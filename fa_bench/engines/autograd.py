@@ -12,6 +12,7 @@ import logging
 import torch
 
 from fa_bench.adversarial import FGSM
+from fa_bench.constraints import ConstNorm, LRSchedule, SignFreeze
 from fa_bench.convert import convert, converted_layers, rule_of
 from fa_bench.data import DataBundle, StreamingData, batches
 from fa_bench.distributed import Dist
@@ -79,7 +80,8 @@ class RuleEngine(Engine):
 
     name = "autograd"
     honours = frozenset({"shuffle", "eval_batch_size", "metrics_every", "metrics_batch_size",
-                         "metrics_neuron_sample", "phases", "stop_train_error", "adversarial"})
+                         "metrics_neuron_sample", "phases", "stop_train_error", "adversarial", "lr_schedule",
+                         "const_norm", "freeze_signs_at"})
 
     def __init__(self, model, data: DataBundle | StreamingData | list[DataBundle], loss_fn, optimizer,
                  cfg: TrainConfig, seeds: list[int], orders: list[torch.Generator], dist: Dist | None = None):
@@ -106,6 +108,13 @@ class RuleEngine(Engine):
             self.attack.check_rule(self.rule)
         self.schedule = PhaseSchedule(model, cfg.phases)
         self.masked = masked_layers(model)
+        total = self.steps_per_epoch() * cfg.epochs
+        total = total if cfg.max_steps is None else min(total, cfg.max_steps)
+        self.lr_schedule = LRSchedule(optimizer, cfg.lr_schedule, self.steps_per_epoch())
+        self.const_norm = ConstNorm(converted_layers(model)) if cfg.const_norm else None
+        self.sign_freeze = (SignFreeze(converted_layers(model), cfg.freeze_signs_at, total)
+                            if cfg.freeze_signs_at is not None else None)
+        self.step = 0
         self.phase = None
         self.switched: list[int] = []  # steps whose phase switched the rule (replayed on resume)
         self.epoch_start_orders = [g.get_state() for g in orders]
@@ -190,7 +199,8 @@ class RuleEngine(Engine):
     def begin_step(self, step, phase):
         if step in self.schedule.switches:
             self._switch(step)
-        self.phase = phase
+        self.phase, self.step = phase, step
+        self.lr_schedule.at_step(step)
 
     def _switch(self, step):
         if self.stacked:
@@ -215,6 +225,10 @@ class RuleEngine(Engine):
         self.optimizer.step()
         if self.masked:
             reapply(self.masked)
+        if self.const_norm is not None:
+            self.const_norm.apply()
+        if self.sign_freeze is not None:
+            self.sign_freeze.after_step(self.step + 1)
         if self.frozen_seeds:
             self._hold_stopped_seeds()
         if self.stacked:
@@ -236,7 +250,8 @@ class RuleEngine(Engine):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "rule_rng": self.rule.rng_state(), "orders": self.epoch_start_orders, "switched": list(self.switched),
                 "probe": None if self.probe_obj is None else self.probe_obj.state(),
-                "frozen_seeds": {i: [v for _, v in saved] for i, saved in self.frozen_seeds.items()}}
+                "frozen_seeds": {i: [v for _, v in saved] for i, saved in self.frozen_seeds.items()},
+                "frozen_signs": None if self.sign_freeze is None else self.sign_freeze.state()}
 
     def load_state_dict(self, state: dict):
         for step in state["switched"]:  # the rule the model had: its buffers are what the state holds
@@ -250,6 +265,8 @@ class RuleEngine(Engine):
             self.probe_obj.load_state(state["probe"])
         params = list(self.model.parameters())
         self.frozen_seeds = {i: list(zip(params, values)) for i, values in state["frozen_seeds"].items()}
+        if self.sign_freeze is not None:
+            self.sign_freeze.load_state(state.get("frozen_signs"))
 
     # --- measurements ---------------------------------------------------------------------------
     def reduce_window(self, window):
