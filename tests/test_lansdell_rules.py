@@ -75,6 +75,16 @@ def errors(model):
     return [rel_error(layer.weight, layer.feedback_weight) for layer in layers_of(model)[1:]]
 
 
+def true_input_grads(plain, x, t):
+    """Autograd's ∂L_n/∂h per example at the input of every Linear but the first (the plain net)."""
+    hs, h = [], x.clone().requires_grad_(True)
+    for module in copy.deepcopy(plain):
+        if isinstance(module, nn.Linear):
+            hs.append(h)
+        h = module(h)
+    return torch.autograd.grad(sse(h, t).sum(), hs[1:])
+
+
 # ------------------------------------------------------------------------------------------------
 # the estimate
 # ------------------------------------------------------------------------------------------------
@@ -85,15 +95,7 @@ def test_estimate_is_unbiased_for_the_per_example_gradient():
     g = torch.Generator().manual_seed(0)
     x1 = torch.randn(1, 4, generator=g, dtype=torch.float64)
     t1 = torch.randn(1, 3, generator=g, dtype=torch.float64)
-    hs = []
-    ref = copy.deepcopy(plain)
-    h = x1
-    for module in ref:
-        if isinstance(module, nn.Linear):
-            h = h.detach().requires_grad_(True)
-            hs.append(h)
-        h = module(h)
-    want = torch.autograd.grad(sse(h, t1).sum(), hs[1:])
+    want = true_input_grads(plain, x1, t1)
     model = fa_bench.convert(copy.deepcopy(plain), "np_feedback", sigma=1e-3, seed=2)
     rule = rule_of(model)
     x, t = x1.repeat(40000, 1), t1.repeat(40000, 1)
@@ -200,13 +202,7 @@ def test_sg_regresses_onto_the_true_gradient():
     x, t = next(batches([4, 3], 1, 7))
     model = fa_bench.convert(copy.deepcopy(plain), "sg")
     targets = rule_of(model).regression_targets(model, x, t, sse, None, lambda: None)
-    hs, h = [], x
-    for module in plain:
-        if isinstance(module, nn.Linear):
-            h = h.detach().requires_grad_(True)
-            hs.append(h)
-        h = module(h)
-    want = torch.autograd.grad(sse(h, t).sum(), hs[1:])
+    want = true_input_grads(plain, x, t)
     for layer, grad in zip(layers_of(model)[1:], want):
         torch.testing.assert_close(targets[id(layer)], grad, rtol=1e-10, atol=1e-12)
 
@@ -273,19 +269,20 @@ def test_ridge_state_is_saved_and_resumes():
 def test_seed_stacked_solver_is_each_seeds_own(opts):
     sizes = [6, 7, 5, 4]
     seeds = [0, 3]
-    solos = [fa_bench.convert(mlp(sizes, seed=s).float(), "np_feedback", seed=s, lr_feedback=1e-2, **opts)
+    # float64: in float32 the loss difference's rounding, divided by c², swamps the bmm-vs-mm comparison
+    solos = [fa_bench.convert(mlp(sizes, seed=s), "np_feedback", seed=s, lr_feedback=1e-2, **opts)
              for s in seeds]
     stacked = stack_models([copy.deepcopy(m) for m in solos], seeds)
     data = [list(batches(sizes, 3, 8, seed=10 + s)) for s in seeds]
     for step in range(3):
-        xs = [data[i][step][0].float() for i in range(2)]
-        ts = [data[i][step][1].float() for i in range(2)]
+        xs = [data[i][step][0] for i in range(2)]
+        ts = [data[i][step][1] for i in range(2)]
         for m, x, t in zip(solos, xs, ts):
             rule_of(m).compute_gradients(m, x, t, sse)
         rule_of(stacked).compute_gradients(stacked, torch.stack(xs), torch.stack(ts), seed_axis_loss(sse))
     for i, m in enumerate(solos):
         for key, value in m.state_dict().items():
-            torch.testing.assert_close(stacked.state_dict()[key][i], value, rtol=1e-4, atol=1e-5, msg=key)
+            torch.testing.assert_close(stacked.state_dict()[key][i], value, rtol=1e-8, atol=1e-10, msg=key)
 
 
 def test_options_are_checked_and_convnets_refused():
