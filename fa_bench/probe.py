@@ -130,7 +130,9 @@ class AlignmentProbe:
             d_rule, g_rule = self._signals(x, target, exact=False)
             restore()
             d_bp, g_bp = self._signals(x, target, exact=True)
-        for (name, _), dr_all, db_all, gr_all, gb_all in zip(self.layers, d_rule, d_bp, g_rule, g_bp):
+        for i, ((name, layer), dr_all, db_all, gr_all, gb_all) in enumerate(zip(self.layers, d_rule, d_bp, g_rule,
+                                                                                  g_bp)):
+            feedback = self._feedback_angles(i, layer, dr_all)
             for s in range(S):
                 dr = None if dr_all is None else pick(dr_all, s)
                 db = None if db_all is None else pick(db_all, s)
@@ -140,4 +142,23 @@ class AlignmentProbe:
                                 ("norm_ratio", name, M.norm_ratio(db, dr))]
                 if gr_all is not None and gb_all is not None:
                     rows[s].append(("update_angle", name, M.angle(pick(gr_all, s), pick(gb_all, s))))
+                if feedback is not None:
+                    rows[s].append(("feedback_angle", name, feedback[s]))
         return rows
+
+    def _feedback_angles(self, i, layer, delta):
+        """Lansdell 2020's angle, per seed: between ẽ·B and ẽ·W for the same synthetic error ẽ, the
+        signal the rule delivers to this layer's output (so B sends it down, W would have). Over the
+        whole batch and unfolded, where the authors' code took the first example and folded it into
+        [0°, 90°]. Fully connected layers with layer-wise feedback above the first (whose B, if any,
+        only sends to the data)."""
+        rule = self.rule
+        if i == 0 or delta is None or not (rule.has_feedback and rule.layerwise) or not hasattr(layer, "in_features"):
+            return None
+        rule.refresh(layer)
+        d = delta.double()
+        sent = layer.propagate(d, layer.feedback_weight.detach().double(), None)
+        ideal = layer.propagate(d, layer.weight.detach().double(), None)
+        if not self.stacked:
+            return [M.angle(sent, ideal)]
+        return [M.angle(sent[s], ideal[s]) for s in range(len(self.seeds))]

@@ -481,7 +481,8 @@ def test_dense_fa_convnet_by_hand():
     a3, d3 = back(3, 7, (e @ lin.feedback_weight).view(3, -1))
     geo = {"padding": 1}
     close(grads["3.weight"], torch.nn.grad.conv2d_weight(in3, c3.weight.shape, d3, **geo), "conv 3")
-    sent = torch.nn.grad.conv2d_input(in3.shape, c3.feedback_weight, d3, **geo) + (e @ c3.dense_feedback_1).view(in3.shape)
+    sent = (torch.nn.grad.conv2d_input(in3.shape, c3.feedback_weight, d3, **geo)
+            + (e @ c3.dense_feedback_1).view(in3.shape))
     _, d0 = back(0, 3, sent)
     close(grads["0.weight"], torch.nn.grad.conv2d_weight(x, c0.weight.shape, d0, **geo), "conv 0")
     close(grads["0.bias"], d0.sum((0, 2, 3)))

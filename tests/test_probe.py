@@ -134,3 +134,30 @@ def test_probe_leaves_buffers_and_masks_as_it_found_them():
     # both passes saw the same dropout masks and batch statistics: bp against exact bp is exact
     assert all(v == pytest.approx(0.0, abs=1e-3) for v in by_metric(rows, "delta_angle").values())
     assert all(v == pytest.approx(0.0, abs=1e-3) for v in by_metric(rows, "update_angle").values())
+
+
+def test_feedback_angle_is_lansdells_angle_between_what_b_and_w_send_down():
+    """angle(ẽ·B, ẽ·W) for the error ẽ the rule delivers to a layer's output; 0 when B = W."""
+    import math
+
+    from fa_bench.probe import AlignmentProbe
+
+    torch.manual_seed(0)
+    model = fa_bench.convert(nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)),
+                             "fa", seed=1)
+    x, t = torch.randn(16, 6), torch.randn(16, 3)
+    rows = AlignmentProbe(model, lambda o, y: 0.5 * (o - y).pow(2).sum(1)).measure(x, t)
+    angles = {layer: v for name, layer, v in rows if name == "feedback_angle"}
+    assert set(angles) == {"2", "4"}  # not the first layer
+    # by hand for the output layer: ẽ there is ∂(mean loss)/∂out
+    out = model(x)
+    e = ((out - t) / 16).detach().double()
+    W, B = model[4].weight.detach().double(), model[4].feedback_weight.double()
+    a, b = (e @ B).flatten(), (e @ W).flatten()
+    expected = math.degrees(math.acos(float(a @ b / (a.norm() * b.norm()))))
+    assert angles["4"] == pytest.approx(expected, abs=1e-6)
+    with torch.no_grad():
+        for i in (2, 4):
+            model[i].feedback_weight.copy_(model[i].weight)
+    rows = AlignmentProbe(model, lambda o, y: 0.5 * (o - y).pow(2).sum(1)).measure(x, t)
+    assert all(v == pytest.approx(0, abs=1e-4) for name, _, v in rows if name == "feedback_angle")

@@ -18,11 +18,13 @@ RULE_STYLE = {  # Lillicrap's colours: shallow light grey, RL dark grey, BP blac
 
 
 def mean_band(ax, df: pd.DataFrame, x="examples", y="value", by="seed", band="sd", **style):
-    """Plot the mean over ``by`` and a band of ±1 sd (or min-max) at each x."""
+    """Plot the mean over ``by`` and a band of ±1 sd, ±1 standard error (``band="se"``) or min-max at each x."""
     pivot = df.pivot_table(index=x, columns=by, values=y, aggfunc="mean")
     mean = pivot.mean(axis=1)
-    if band == "sd":
+    if band in ("sd", "se"):
         sd = pivot.std(axis=1, ddof=1).fillna(0)
+        if band == "se":
+            sd = sd / pivot.notna().sum(axis=1).clip(lower=1) ** 0.5
         lo, hi = mean - sd, mean + sd
     else:
         lo, hi = pivot.min(axis=1), pivot.max(axis=1)
