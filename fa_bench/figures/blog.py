@@ -6,9 +6,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from fa_bench import atomic
 from fa_bench.collect import read_table, select
-from fa_bench.figures.common import mean_band, provenance
+from fa_bench.figures.common import mean_band, save_figure
 from fa_bench.figures.registry import figure
 from fa_bench.papers.blog2016 import VALUES
 
@@ -36,9 +35,4 @@ def three_layer(folder: Path) -> list[Path]:
     ax_angle.axhline(90, color="0.7", lw=0.8)
     ax_angle.set(xlabel="epochs", ylabel="δ_FA vs δ_BP angle, hidden layer (°)", ylim=(0, 100),
                  title="random feedback aligns")
-    fig.text(0.01, 0.005, provenance(folder) + "; bands: ±1 sd over seeds", fontsize=6, color="0.4")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    out = Path(folder) / "three_layer.png"
-    atomic.savefig(fig, out, dpi=150)
-    plt.close(fig)
-    return [out]
+    return save_figure(fig, folder, "three_layer.png", "; bands: ±1 sd over seeds", dpi=150)

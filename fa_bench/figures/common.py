@@ -36,3 +36,17 @@ def mean_band(ax, df: pd.DataFrame, x="examples", y="value", by="seed", band="sd
 def provenance(folder: Path) -> str:
     return budget_text(json.loads((Path(folder) / "meta.json").read_text()))
 
+
+def save_figure(fig, folder: Path, name: str, note: str = "", dpi: int = 150) -> list[Path]:
+    """The provenance footer (budget, devices, commit; then ``note``), a tight layout, and an atomic save
+    into ``folder/name``; closes the figure."""
+    import matplotlib.pyplot as plt
+
+    from fa_bench import atomic
+
+    fig.text(0.01, 0.005, provenance(folder) + note, fontsize=6, color="0.4")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    out = Path(folder) / name
+    atomic.savefig(fig, out, dpi=dpi)
+    plt.close(fig)
+    return [out]

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from fa_bench import atomic
 from fa_bench.collect import read_table, select
-from fa_bench.figures.common import mean_band, provenance
+from fa_bench.figures.common import mean_band, save_figure
 from fa_bench.figures.registry import figure
 
 NOISE = re.compile(r"cell=lansdell_fig2_np_(?P<solver>ridge|sgd)_c(?P<c>[0-9e.-]+)")
@@ -54,9 +53,4 @@ def fig2(folder: Path) -> list[Path]:
     axes[1][-1].axis("off")
     handles, labels = ax.get_legend_handles_labels()
     axes[1][-1].legend(handles, labels, frameon=False, fontsize=7, loc="center")
-    fig.text(0.01, 0.005, provenance(folder) + "; bands: ±1 s.e. over seeds", fontsize=6, color="0.4")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    out = Path(folder) / "fig2.png"
-    atomic.savefig(fig, out, dpi=130)
-    plt.close(fig)
-    return [out]
+    return save_figure(fig, folder, "fig2.png", "; bands: ±1 s.e. over seeds", dpi=130)

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from fa_bench import atomic
 from fa_bench.collect import read_table, select
-from fa_bench.figures.common import mean_band, provenance
+from fa_bench.figures.common import mean_band, save_figure
 
 FILE = "learning_curves.png"
 
@@ -41,9 +40,4 @@ def draw(folder: Path) -> list[Path]:
         mean_band(ax, rows, x="epochs", color=colors[i % len(colors)], label=label)
     ax.set(xlabel="epochs", ylabel="test error (%)", yscale="log", title=f"{Path(folder).name}: test error")
     ax.legend(frameon=False, fontsize=6, ncol=2 if len(groups) > 8 else 1)
-    fig.text(0.01, 0.005, provenance(folder) + "; bands: ±1 sd over seeds", fontsize=6, color="0.4")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    out = Path(folder) / FILE
-    atomic.savefig(fig, out, dpi=120)
-    plt.close(fig)
-    return [out]
+    return save_figure(fig, folder, FILE, "; bands: ±1 sd over seeds", dpi=120)

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 
 from fa_bench import atomic
 from fa_bench.collect import read_table, select
-from fa_bench.figures.common import RULE_STYLE, mean_band, provenance
+from fa_bench.figures.common import RULE_STYLE, mean_band, provenance, save_figure
 from fa_bench.figures.registry import figure
 
 
@@ -44,12 +44,7 @@ def _completed(folder: Path):
 
 
 def _save(fig, folder: Path, name: str) -> list[Path]:
-    fig.text(0.01, 0.005, provenance(folder) + "; bands: ±1 sd over seeds", fontsize=6, color="0.4")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    out = folder / name
-    atomic.savefig(fig, out, dpi=150)
-    plt.close(fig)
-    return [out]
+    return save_figure(fig, folder, name, "; bands: ±1 sd over seeds")
 
 
 def _first_layer(curves, name):

@@ -14,7 +14,7 @@ import pandas as pd
 
 from fa_bench import atomic
 from fa_bench.collect import read_table, select
-from fa_bench.figures.common import RULE_STYLE, mean_band, provenance
+from fa_bench.figures.common import RULE_STYLE, mean_band, provenance, save_figure
 from fa_bench.figures.registry import figure
 from fa_bench.papers.nokland2016 import TABLES, VALUES
 
@@ -166,13 +166,7 @@ def _error_band(ax, df, **style):
         mean_band(ax, df, x="epochs", **style)
 
 
-def _save(fig, folder: Path, name: str, note: str) -> list[Path]:
-    fig.text(0.01, 0.005, provenance(folder) + note, fontsize=6, color="0.4")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    out = Path(folder) / name
-    atomic.savefig(fig, out, dpi=150)
-    plt.close(fig)
-    return [out]
+_save = save_figure
 
 
 def _phase_end(curves: pd.DataFrame) -> float | None:
