@@ -187,10 +187,12 @@ class SeedStackedLinear(FeedbackLayer, nn.Module):
                 f"bias={self.bias is not None}, rule={self.rule.name if self.rule is not None else 'unset'}")
 
 
-class _ExactBackprop:
-    """Plain backprop in the layer primitives: what ``exact_bp`` switches a layer to, so the probe and
-    the FGSM attack get the true gradient on the same forward pass. It lives here, not in rules/, so
-    the layers never import the rules that drive them (rules.bp.BP is the same algebra as a rule)."""
+class LayerBackward:
+    """The backward contract the layers' Function calls, with plain backprop's algebra as the default:
+    send ``grad_out`` down through the matrix ``feedback_matrix`` returns, report δ·xᵀ, learn no
+    feedback. fa_bench.rules.Rule builds on it (its matrix is B); ``EXACT_BACKPROP`` is it with W, what
+    ``exact_bp`` switches a layer to, so the probe and the FGSM attack get the true gradient on the same
+    forward pass. It lives here so the layers never import the rules that drive them."""
 
     name = "exact_backprop"
 
@@ -210,7 +212,7 @@ class _ExactBackprop:
         return None
 
 
-EXACT_BACKPROP = _ExactBackprop()
+EXACT_BACKPROP = LayerBackward()
 
 
 def swap_class(module: nn.Module) -> FeedbackLayer:

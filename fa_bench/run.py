@@ -243,12 +243,15 @@ def _train_spiking(cfg, device, writers, out_dir, checkpoint=None, resume=None, 
     return [result]
 
 
-def _train_stacked(configs, device, writers, out_dir, checkpoint=None, resume=None, dist=None):
+def _train_stacked(configs, device, writers, out_dir, checkpoint=None, resume=None, dist=None, data=None):
     """S seeds of one config as one seed-stacked model (fa_bench.stacking) under the rule engine."""
     seeds = [int(c.seed) for c in configs]
     kwargs = [_data_kwargs(c) for c in configs]
     shared = all(k == kwargs[0] for k in kwargs)  # MNIST: one copy; a teacher per seed: one set each
-    datas = [build_data(configs[0], device)] if shared else [build_data(c, device) for c in configs]
+    if shared:  # ``data``: the set run_seeds already loaded to check the model stacks
+        datas = [data if data is not None else build_data(configs[0], device)]
+    else:
+        datas = [build_data(c, device) for c in configs]
     models = [build_model_on(c, datas[0 if shared else i], device) for i, c in enumerate(configs)]
     model = stack_models(models, seeds)
     del models
@@ -350,7 +353,7 @@ def run(cfg: DictConfig, out_dir: Path | str | None, choices: dict | None = None
         return _run_seeds([cfg], folder.path, [folder.path], choices, stacked=False)[0]
 
 
-def _run_seeds(configs, group_dir, dirs, choices, stacked) -> list[dict]:
+def _run_seeds(configs, group_dir, dirs, choices, stacked, data=None) -> list[dict]:
     """Resolve, train (one seed, or seed-stacked), and write every seed's summary; resumes from the
     group's checkpoint when there is one."""
     try:
@@ -381,7 +384,7 @@ def _run_seeds(configs, group_dir, dirs, choices, stacked) -> list[dict]:
     start = time.perf_counter()
     try:
         if stacked:
-            results = _train_stacked(resolved, device, writers, group_dir, checkpoint, resume, dist)
+            results = _train_stacked(resolved, device, writers, group_dir, checkpoint, resume, dist, data)
         else:
             cfg = resolved[0]
             results = ENGINES[cfg.get("engine", "autograd")](cfg, device, writers, group_dir, checkpoint, resume,
@@ -472,12 +475,13 @@ def run_seeds(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None)
         reason = batch_refusal(resolved[0])
         if reason is None:
             device = _setup(resolved[0])
-            reason = stack_refusal(build_model_on(resolved[0], build_data(resolved[0], device), device))
+            data = build_data(resolved[0], device)
+            reason = stack_refusal(build_model_on(resolved[0], data, device))
         if reason is not None:
             log.info("seed batching off (%s): %d seeds run one after another", reason, len(seeds))
             return [run(c, d, choices) for c, d in zip(configs, dirs)]
         log.info("seed batching: %d seeds of rule %s in one stacked job", len(seeds), resolved[0].rule.name)
-        return _run_seeds(configs, group.path, dirs, choices, stacked=True)
+        return _run_seeds(configs, group.path, dirs, choices, stacked=True, data=data)
 
 
 def _seed_overrides(group_dir: Path, seed_dir: Path, seed: int):

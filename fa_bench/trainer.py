@@ -99,6 +99,11 @@ class TrainConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if getattr(self, f.name) != off.get(f.name, f.default)}
 
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The run's step budget: every epoch, cut at max_steps."""
+        total = steps_per_epoch * self.epochs
+        return total if self.max_steps is None else min(total, self.max_steps)
+
     def phase_at(self, step: int) -> int:
         """Index of the phase that ``step`` (0-based) belongs to; len(phases) once they are over."""
         end = 0
@@ -316,9 +321,7 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
                          f"is a {engine.task} task")
     start = time.perf_counter()
     S = engine.n_seeds
-    total = engine.steps_per_epoch() * cfg.epochs
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
+    total = cfg.total_steps(engine.steps_per_epoch())
     probing = bool(cfg.metrics_every)
     cadence = _Cadence(cfg.eval_every, engine.eval_unit)
     window = Window(engine.task)

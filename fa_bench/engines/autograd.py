@@ -108,8 +108,7 @@ class RuleEngine(Engine):
             self.attack.check_rule(self.rule)
         self.schedule = PhaseSchedule(model, cfg.phases)
         self.masked = masked_layers(model)
-        total = self.steps_per_epoch() * cfg.epochs
-        total = total if cfg.max_steps is None else min(total, cfg.max_steps)
+        total = cfg.total_steps(self.steps_per_epoch())
         self.lr_schedule = LRSchedule(optimizer, cfg.lr_schedule, self.steps_per_epoch())
         self.const_norm = ConstNorm(converted_layers(model)) if cfg.const_norm else None
         self.sign_freeze = (SignFreeze(converted_layers(model), cfg.freeze_signs_at, total)

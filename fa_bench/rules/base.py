@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from fa_bench.layers import LayerBackward
 from fa_bench.seeding import DeviceStreams
 from fa_bench.seeding import generator as seeded_generator
 
@@ -64,7 +65,7 @@ def set_feedback(layer: nn.Module, value: torch.Tensor, learn: bool = False, nam
         layer.register_buffer(name, value)
 
 
-class Rule:
+class Rule(LayerBackward):
     """How one learning rule trains a converted layer.
 
     A rule instance belongs to one converted model (it may hold per-model state, such as DFA's
@@ -175,21 +176,9 @@ class Rule:
         """Bring ``layer.feedback_weight`` up to date with the current W, for rules whose B follows W
         (read by the probe, which runs before the step's forward pass)."""
 
-    # --- the backward contract -----------------------------------------------------------------
-    def forward(self, layer, x):
-        return layer.run_rule(x, self)
-
+    # --- the backward contract (forward, error_to_input, weight_grads, feedback_grad: LayerBackward's) ---
     def feedback_matrix(self, layer):
         return layer.feedback_weight.detach() if self.has_feedback else None
-
-    def error_to_input(self, layer, grad_out, feedback, x):
-        return layer.propagate(grad_out, feedback, x)
-
-    def weight_grads(self, layer, grad_out, x):
-        return layer.local_grads(grad_out, x)
-
-    def feedback_grad(self, layer, grad_w):
-        return None
 
     # --- one training step's gradients -----------------------------------------------------------
     def compute_gradients(self, model, x, target, loss_fn):
