@@ -84,20 +84,30 @@ class SignFreeze:
         self.layers = [layer for _, layer in layers]
         self.at = max(1, math.ceil(fraction * total_steps))
         self.signs: list[torch.Tensor] | None = None
+        self.bounds: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _freeze(self, signs):
+        self.signs = signs
+        # per-weight clamp bounds, built once: one in-place clamp per step instead of a chain of temporaries
+        inf = float("inf")
+        self.bounds = [(torch.where(s > 0, SIGN_EPS, -inf).to(s.dtype), torch.where(s < 0, -SIGN_EPS, inf).to(s.dtype))
+                       for s in signs]
 
     @torch.no_grad()
     def after_step(self, step: int):
         """``step``: the number of steps taken so far."""
         if self.signs is None:
             if step >= self.at:
-                self.signs = [torch.sign(layer.weight) for layer in self.layers]
+                self._freeze([torch.sign(layer.weight) for layer in self.layers])
             return
-        for layer, sign in zip(self.layers, self.signs):
-            w = layer.weight
-            w.copy_(torch.where(sign > 0, w.clamp_min(SIGN_EPS), torch.where(sign < 0, w.clamp_max(-SIGN_EPS), w)))
+        for layer, (low, high) in zip(self.layers, self.bounds):
+            layer.weight.clamp_(min=low, max=high)
 
     def state(self):
         return None if self.signs is None else [s.clone() for s in self.signs]
 
     def load_state(self, signs):
-        self.signs = None if signs is None else [s.to(layer.weight.device) for s, layer in zip(signs, self.layers)]
+        if signs is None:
+            self.signs, self.bounds = None, []
+        else:
+            self._freeze([s.to(layer.weight.device) for s, layer in zip(signs, self.layers)])
