@@ -21,6 +21,7 @@ from fa_bench.errors import ConfigError
 from fa_bench.interrupts import RunInterrupted
 from fa_bench.losses import LOSSES, get_loss
 from fa_bench.models import MODELS, build_model, check_init
+from fa_bench.noise import TrainingNoise
 from fa_bench.optim import OPTIMIZERS
 from fa_bench.optim import build_optimizer as _build_optimizer
 from fa_bench.records import MetricsWriter, git_info, write_summary
@@ -143,7 +144,7 @@ def _rule_options(cfg):
 
 
 def _data_kwargs(cfg):
-    kwargs = _kwargs(cfg.dataset, drop=("name", "loss"))
+    kwargs = _kwargs(cfg.dataset, drop=("name", "loss", "input_noise"))  # input_noise: fa_bench.noise, in training
     kwargs.setdefault("root", cfg.data.root)
     return kwargs
 
@@ -185,6 +186,8 @@ def example_batch(data) -> torch.Tensor:
     """Two inputs of the data set's shape (what convert sizes DFA's feedback with)."""
     if isinstance(data, StreamingData):
         return torch.zeros(2, *data.input_shape, device=data.device)
+    if getattr(data, "train_crop", None) is not None:  # the model sees crops: the test set holds their shape
+        return data.x_test[:2]
     return data.x_train[:2]
 
 
@@ -224,12 +227,15 @@ def _train_autograd(cfg, device, writers, out_dir, checkpoint=None, resume=None,
     torch.manual_seed(derive_seed(int(cfg.seed), "global"))  # dropout and anything else on the global stream
     tcfg = _train_config(cfg)
     engine = RuleEngine(model, data, loss_fn, optimizer, tcfg, seeds=[int(cfg.seed)],
-                        orders=[generator(int(cfg.seed), "order")], dist=dist)
+                        orders=[generator(int(cfg.seed), "order")], dist=dist,
+                        noise=TrainingNoise.from_config(cfg, [int(cfg.seed)], stacked=False))
     result = train_loop(engine, tcfg, writers, desc=f"{cfg.rule.name} seed {cfg.seed}", checkpoint=checkpoint,
                         resume=resume)[0]
     n = cfg.get("save_activations")
     if n and out_dir is not None and result.status == "completed":  # what Nøkland's Fig. 3 embeds
-        save_activations(model, data.x_test[:n], data.y_test[:n], out_dir / "activations.npz")
+        labels = data.y_test if data.labels_test is None else data.labels_test  # an autoencoder's: the digits
+        save_activations(model, data.x_test[:n], labels[:n], out_dir / "activations.npz",
+                         samples=0 if data.labels_test is None else 16)  # and sample reconstructions
     return [result]
 
 
@@ -259,7 +265,8 @@ def _train_stacked(configs, device, writers, out_dir, checkpoint=None, resume=No
     loss_fn = seed_axis_loss(get_loss(configs[0].loss))
     tcfg = _train_config(configs[0])
     engine = RuleEngine(model, datas[0] if shared else datas, loss_fn, optimizer, tcfg, seeds=seeds,
-                        orders=[generator(s, "order") for s in seeds])
+                        orders=[generator(s, "order") for s in seeds],
+                        noise=TrainingNoise.from_config(configs[0], seeds, stacked=True))
     return train_loop(engine, tcfg, writers, desc=f"{configs[0].rule.name} seeds {seeds[0]}..{seeds[-1]}",
                       checkpoint=checkpoint, resume=resume)
 

@@ -24,10 +24,16 @@ class DataBundle:
     y_test: torch.Tensor
     task: str  # "classification" or "regression"
     n_outputs: int
+    labels_test: torch.Tensor | None = None  # the test classes when the targets are not (an autoencoder's images)
+    # a side: training batches are random windows of it, redrawn each epoch (fa_bench.data.augment);
+    # x_test then already holds the centre windows
+    train_crop: int | None = None
 
     def to(self, device):
         for f in ("x_train", "y_train", "x_test", "y_test"):
             setattr(self, f, getattr(self, f).to(device))
+        if self.labels_test is not None:
+            self.labels_test = self.labels_test.to(device)
         return self
 
 

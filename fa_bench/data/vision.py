@@ -4,6 +4,7 @@ import os
 import torch
 
 from fa_bench.data import idx
+from fa_bench.data.augment import centre_crop, check_crop
 from fa_bench.data.errors import DataFileNotFoundError, check_count
 from fa_bench.data.registry import DataBundle, default_root, register
 from fa_bench.data.whitening import check as check_whitening
@@ -42,9 +43,24 @@ def _subset(bundle: DataBundle, n_train, n_test) -> DataBundle:
     return bundle
 
 
-def _idx_set(cls, root, download, normalize, n_train, n_test) -> DataBundle:
+TARGETS = ("class", "image")
+
+
+def _image_targets(bundle: DataBundle) -> DataBundle:
+    """An autoencoder's data: each target is its own input, flattened (a view, no copy), and the task a
+    regression; the test classes stay as ``labels_test`` (to colour a latent space by digit)."""
+    bundle.labels_test = bundle.y_test
+    bundle.y_train, bundle.y_test = bundle.x_train.flatten(1), bundle.x_test.flatten(1)
+    bundle.task, bundle.n_outputs = "regression", bundle.y_train.shape[1]
+    return bundle
+
+
+def _idx_set(cls, root, download, normalize, n_train, n_test, target="class") -> DataBundle:
     """MNIST-layout sets: (N, 1, 28, 28) floats in [0, 1], optionally standardised with the (whole)
-    training set's mean and std. The IDX files are checked first (fa_bench.data.idx)."""
+    training set's mean and std. The IDX files are checked first (fa_bench.data.idx). ``target``:
+    'class' (the digit) or 'image' (the image itself, flattened: an autoencoder's target)."""
+    if target not in TARGETS:
+        raise ValueError(f"dataset target {target!r}: valid: {', '.join(TARGETS)}")
     root = os.path.abspath(root or default_root())
     idx.prepare(cls, root, download)
     train = cls(root, train=True, download=False)
@@ -54,31 +70,36 @@ def _idx_set(cls, root, download, normalize, n_train, n_test) -> DataBundle:
     if normalize:
         mean, std = x_tr.mean(), x_tr.std()
         x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
-    return _subset(DataBundle(x_tr, train.targets.clone(), x_te, test.targets.clone(), "classification", 10),
-                   n_train, n_test)
+    bundle = _subset(DataBundle(x_tr, train.targets.clone(), x_te, test.targets.clone(), "classification", 10),
+                     n_train, n_test)
+    return _image_targets(bundle) if target == "image" else bundle
 
 
 @register
-def mnist(root=None, download=True, normalize=False, n_train=None, n_test=None):
-    """MNIST as (N, 1, 28, 28) floats in [0, 1] (optionally standardised with the train mean/std)."""
+def mnist(root=None, download=True, normalize=False, n_train=None, n_test=None, target="class"):
+    """MNIST as (N, 1, 28, 28) floats in [0, 1] (optionally standardised with the train mean/std);
+    ``target``: 'class' (the digit) or 'image' (the flattened image: Lansdell's autoencoder)."""
     import torchvision
 
-    return _idx_set(torchvision.datasets.MNIST, root, download, normalize, n_train, n_test)
+    return _idx_set(torchvision.datasets.MNIST, root, download, normalize, n_train, n_test, target)
 
 
 @register
-def fashion_mnist(root=None, download=True, normalize=False, n_train=None, n_test=None):
+def fashion_mnist(root=None, download=True, normalize=False, n_train=None, n_test=None, target="class"):
     """Fashion-MNIST (Xiao et al. 2017), same layout and arguments as mnist, read from
     <root>/FashionMNIST/raw/ (torchvision's folder name)."""
     import torchvision
 
-    return _idx_set(torchvision.datasets.FashionMNIST, root, download, normalize, n_train, n_test)
+    return _idx_set(torchvision.datasets.FashionMNIST, root, download, normalize, n_train, n_test, target)
 
 
-def _cifar(cls, root, download, n_classes, n_train, n_test, whiten, zca_epsilon):
+def _cifar(cls, root, download, n_classes, n_train, n_test, whiten, zca_epsilon, crop=None):
     """(N, 3, 32, 32) floats in [0, 1], or whitened (fa_bench.data.whitening) with statistics of the
-    whole training set, whatever n_train keeps: a quick run sees the transform a full run does."""
+    whole training set, whatever n_train keeps: a quick run sees the transform a full run does.
+    ``crop``: a side; training batches are then random crops of that side and the test images their
+    centre crops (fa_bench.data.augment)."""
     check_whitening(whiten, zca_epsilon)
+    check_crop(crop, 32)
     train = _torchvision_set(cls, root, True, download)
     test = _torchvision_set(cls, root, False, download)
 
@@ -90,21 +111,24 @@ def _cifar(cls, root, download, n_classes, n_train, n_test, whiten, zca_epsilon)
         cache = os.path.join(os.path.abspath(root or default_root()), "whitening")
         x_train, x_test = apply_whitening(x_train, x_test, whiten, zca_epsilon, cache, cls.__name__.lower(),
                                           train.data)
-    return _subset(DataBundle(x_train, torch.tensor(train.targets), x_test,
-                              torch.tensor(test.targets), "classification", n_classes), n_train, n_test)
+    if crop is not None:
+        x_test = centre_crop(x_test, crop).contiguous()
+    return _subset(DataBundle(x_train, torch.tensor(train.targets), x_test, torch.tensor(test.targets),
+                              "classification", n_classes, train_crop=crop), n_train, n_test)
 
 
 @register
-def cifar10(root=None, download=True, n_train=None, n_test=None, whiten=None, zca_epsilon=0.1):
-    """CIFAR-10; ``whiten``: null (inputs in [0, 1]), 'zca' or 'gcn_zca' (Nøkland's CONV net inputs)."""
+def cifar10(root=None, download=True, n_train=None, n_test=None, whiten=None, zca_epsilon=0.1, crop=None):
+    """CIFAR-10; ``whiten``: null (inputs in [0, 1]), 'zca' or 'gcn_zca' (Nøkland's CONV net inputs);
+    ``crop``: null, or 24 (Moskovitz's Model 1: random training crops, centre test crops)."""
     import torchvision
 
-    return _cifar(torchvision.datasets.CIFAR10, root, download, 10, n_train, n_test, whiten, zca_epsilon)
+    return _cifar(torchvision.datasets.CIFAR10, root, download, 10, n_train, n_test, whiten, zca_epsilon, crop)
 
 
 @register
-def cifar100(root=None, download=True, n_train=None, n_test=None, whiten=None, zca_epsilon=0.1):
-    """CIFAR-100 (fine labels); ``whiten`` as for cifar10."""
+def cifar100(root=None, download=True, n_train=None, n_test=None, whiten=None, zca_epsilon=0.1, crop=None):
+    """CIFAR-100 (fine labels); ``whiten`` and ``crop`` as for cifar10."""
     import torchvision
 
-    return _cifar(torchvision.datasets.CIFAR100, root, download, 100, n_train, n_test, whiten, zca_epsilon)
+    return _cifar(torchvision.datasets.CIFAR100, root, download, 100, n_train, n_test, whiten, zca_epsilon, crop)

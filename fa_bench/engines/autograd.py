@@ -15,7 +15,9 @@ from fa_bench.adversarial import FGSM
 from fa_bench.constraints import ConstNorm, LRSchedule, SignFreeze
 from fa_bench.convert import convert, converted_layers, rule_of
 from fa_bench.data import DataBundle, StreamingData, batches
+from fa_bench.data.augment import centre_crop, crop_at, epoch_offsets
 from fa_bench.distributed import Dist
+from fa_bench.noise import TrainingNoise
 from fa_bench.probe import AlignmentProbe
 from fa_bench.records import MetricsWriter
 from fa_bench.rules import get_rule
@@ -84,7 +86,8 @@ class RuleEngine(Engine):
                          "const_norm", "freeze_signs_at"})
 
     def __init__(self, model, data: DataBundle | StreamingData | list[DataBundle], loss_fn, optimizer,
-                 cfg: TrainConfig, seeds: list[int], orders: list[torch.Generator], dist: Dist | None = None):
+                 cfg: TrainConfig, seeds: list[int], orders: list[torch.Generator], dist: Dist | None = None,
+                 noise: TrainingNoise | None = None):
         self.model, self.loss_fn, self.optimizer, self.cfg = model, loss_fn, optimizer, cfg
         self.dist = dist or Dist()
         self.streaming = isinstance(data, StreamingData)
@@ -119,6 +122,8 @@ class RuleEngine(Engine):
         self.epoch_start_orders = [g.get_state() for g in orders]
         self.frozen_seeds: dict[int, list] = {}  # stopped seeds of a stacked model: their parameters as they stopped
         self.probe_obj = self._new_probe() if cfg.metrics_every else None
+        # training-only noise (fa_bench.noise): live inside train_step, so evaluation and the probe stay clean
+        self.noise = (noise or TrainingNoise(seeds=self.seeds, stacked=self.stacked)).attach(model)
         self.probe_batch = None
         if self.probe_obj is not None and cfg.metrics_batch_size and not self.streaming:
             n = cfg.metrics_batch_size
@@ -148,6 +153,7 @@ class RuleEngine(Engine):
             self.x_train, self.y_train = first.x_train, first.y_train
             self.x_test, self.y_test = first.x_test, first.y_test
         self.n_train = self.x_train.shape[1 if self.per_seed_data else 0]
+        self.crop, self.crop_offsets = first.train_crop, None
         self.seed_rows = torch.arange(self.n_seeds, device=self.device).unsqueeze(1)
 
     def _new_probe(self):
@@ -165,6 +171,9 @@ class RuleEngine(Engine):
 
     def epoch_batches(self, epoch, start=0):
         self.epoch_start_orders = [g.get_state() for g in self.orders]  # a resumed epoch redraws from these
+        if self.crop is not None:
+            self.crop_offsets = epoch_offsets(self.seeds, epoch, self.n_train, self.x_train.shape[-1],
+                                              self.crop).to(self.device)
         if self.streaming:  # the order is the loader's own: (seed, epoch), resumable without replaying
             return self.data.train_loader(epoch, self.seeds[0], self._local_batch(), start_batch=start)
         if not self.stacked:
@@ -191,8 +200,10 @@ class RuleEngine(Engine):
         if shard:
             idx = self.dist.shard(idx)
         if self.per_seed_data:
-            return self.x_train[self.seed_rows, idx], self.y_train[self.seed_rows, idx]
-        return self.x_train[idx], self.y_train[idx]
+            x, y = self.x_train[self.seed_rows, idx], self.y_train[self.seed_rows, idx]
+        else:
+            x, y = self.x_train[idx], self.y_train[idx]
+        return (x, y) if self.crop is None else (self._crop(x, idx), y)
 
     # --- one step -------------------------------------------------------------------------------
     def begin_step(self, step, phase):
@@ -204,7 +215,7 @@ class RuleEngine(Engine):
     def _switch(self, step):
         if self.stacked:
             raise ValueError("a phase that switches the rule runs one seed at a time (not seed-stacked)")
-        self.rule = switch_rule(self.model, self.schedule.switches[step], self.x_train[:2], self.seeds[0])
+        self.rule = switch_rule(self.model, self.schedule.switches[step], self.x_test[:2], self.seeds[0])
         self.switched.append(step)
         if self.probe_obj is not None:
             self.probe_obj = self._new_probe()
@@ -213,11 +224,13 @@ class RuleEngine(Engine):
 
     def train_step(self, idx) -> dict:
         xb, yb = self._gather(idx)
+        xb = self.noise.noisy_input(xb)
         self.optimizer.zero_grad(set_to_none=True)
-        if self.attack is None:
-            per_example, out = self.rule.compute_gradients(self.model, xb, yb, self.loss_fn)
-        else:
-            per_example, out = self.attack.step(self.rule, self.model, xb, yb, self.loss_fn)
+        with self.noise.training():
+            if self.attack is None:
+                per_example, out = self.rule.compute_gradients(self.model, xb, yb, self.loss_fn)
+            else:
+                per_example, out = self.attack.step(self.rule, self.model, xb, yb, self.loss_fn)
         self.dist.sum_gradients(self.model.parameters(), yb.shape[0])
         for p in self.schedule.frozen_in(self.phase):
             p.grad = None  # optimizers skip parameters without a gradient (decay and momentum too)
@@ -233,6 +246,14 @@ class RuleEngine(Engine):
         if self.stacked:
             return {"y": yb, "loss": per_example, "out": out}
         return {"y": yb[None], "loss": per_example[None], "out": out[None]}
+
+    def _crop(self, xb, idx):
+        """This epoch's window of each example (fa_bench.data.augment); before any epoch has begun (the
+        probe's fixed batch, drawn at start-up) the centre windows, the view the test set has."""
+        if self.crop_offsets is None:
+            return centre_crop(xb, self.crop)
+        corners = self.crop_offsets[self.seed_rows, idx] if self.stacked else self.crop_offsets[0][idx]
+        return crop_at(xb, corners, self.crop)
 
     def stop_seed(self, index):
         if self.stacked:
@@ -250,7 +271,8 @@ class RuleEngine(Engine):
                 "rule_rng": self.rule.rng_state(), "orders": self.epoch_start_orders, "switched": list(self.switched),
                 "probe": None if self.probe_obj is None else self.probe_obj.state(),
                 "frozen_seeds": {i: [v for _, v in saved] for i, saved in self.frozen_seeds.items()},
-                "frozen_signs": None if self.sign_freeze is None else self.sign_freeze.state()}
+                "frozen_signs": None if self.sign_freeze is None else self.sign_freeze.state(),
+                "noise": self.noise.state()}
 
     def load_state_dict(self, state: dict):
         for step in state["switched"]:  # the rule the model had: its buffers are what the state holds
@@ -266,6 +288,7 @@ class RuleEngine(Engine):
         self.frozen_seeds = {i: list(zip(params, values)) for i, values in state["frozen_seeds"].items()}
         if self.sign_freeze is not None:
             self.sign_freeze.load_state(state.get("frozen_signs"))
+        self.noise.load_state(state.get("noise"))
 
     # --- measurements ---------------------------------------------------------------------------
     def reduce_window(self, window):
