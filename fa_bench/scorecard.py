@@ -86,14 +86,16 @@ def load_claims() -> list[dict]:
     return claims
 
 
-def _per_seed(curves: pd.DataFrame, sel: dict, metric: str, at="end") -> pd.Series:
-    """Each seed's value at the start, the end, or (a number) the last point logged at or before that
-    many examples."""
+def _per_seed(curves: pd.DataFrame, sel: dict, metric: str, at="end", scale: float = 1.0) -> pd.Series:
+    """Each seed's value at the start, the end, its minimum over training ('min': Lansdell's Table 2a),
+    or (a number) the last point logged at or before that many examples; times ``scale`` (a per-example
+    loss read as a batch's sum)."""
     rows = select(curves, metric, **(sel or {})).sort_values("step")
     if not isinstance(at, str):
         rows = rows[rows["examples"] <= at]
     grouped = rows.groupby("seed")["value"]
-    return grouped.first() if at == "start" else grouped.last()
+    values = grouped.first() if at == "start" else grouped.min() if at == "min" else grouped.last()
+    return values * scale
 
 
 def _examples_to_reach(curves, sel, metric, threshold) -> pd.Series:
@@ -120,7 +122,7 @@ def score(claim: dict, curves: pd.DataFrame) -> tuple[str, str]:
     c = claim["check"]
     kind = c["kind"]
     if kind in ("below", "above", "value"):
-        vals = _per_seed(curves, c.get("select"), c["metric"], c.get("at", "end"))
+        vals = _per_seed(curves, c.get("select"), c["metric"], c.get("at", "end"), c.get("scale", 1.0))
         if vals.empty:
             return "no data", "no data"
         m = vals.mean()
@@ -134,8 +136,8 @@ def score(claim: dict, curves: pd.DataFrame) -> tuple[str, str]:
             ok = abs(m - c["paper_value"]) <= max(c.get("abs_tol", 0.0), 2 * se)
         return _fmt(vals), "pass" if ok else "FAIL"
     if kind == "less":
-        a = _per_seed(curves, c["a"], c["metric"])
-        b = _per_seed(curves, c["b"], c["metric"])
+        a = _per_seed(curves, c["a"], c["metric"], c.get("at", "end"), c.get("scale", 1.0))
+        b = _per_seed(curves, c["b"], c["metric"], c.get("at", "end"), c.get("scale", 1.0))
         if a.empty or b.empty:
             return "no data", "no data"
         ok = a.mean() < b.mean() + c.get("margin", 0.0)
@@ -167,6 +169,8 @@ def _experiment_data(folder: Path):
     if not (folder / "curves.csv").is_file() or not (folder / "meta.json").is_file():
         return None, None
     curves = read_table(folder / "curves.csv")
+    if (folder / "measures.csv").is_file():  # per-seed values a figure module derived from the data (curves' columns)
+        curves = pd.concat([curves, read_table(folder / "measures.csv")], ignore_index=True)
     if "status" in curves:
         curves = curves[curves["status"] == "completed"]
     return curves, json.loads((folder / "meta.json").read_text())

@@ -33,6 +33,7 @@ MODEL_EXTRA = ("name", "init", "init_scale", "bias_init_scale")  # build_model's
 METRICS_KEYS = ("every", "batch_size", "neuron_sample")
 COLLECT_KEYS = ("max_points", "metrics")
 DATA_KEYS = ("root",)
+NOISE_KEYS = ("activations",)  # fa_bench.noise; dataset.input_noise is checked with the dataset
 NOT_SET = object()
 
 
@@ -338,6 +339,12 @@ def _check_top(c: dict, name):
         _unknown("data", data, DATA_KEYS)
         if not isinstance(data.get("root"), str):
             _fail(name("data", "root"), data.get("root"), "must be a folder path")
+    noise = c.get("noise")
+    if noise is not None:
+        if not isinstance(noise, dict):
+            _fail(name("noise"), noise, f"must be a mapping with keys {', '.join(NOISE_KEYS)}")
+        _unknown("noise", noise, NOISE_KEYS)
+        _num(name("noise", "activations"), noise.get("activations"), lo=0, null=True)
 
 
 def _check_optimizer(o: dict, name):
@@ -376,7 +383,7 @@ def _check_dataset(d: dict, name):
     _choice(name("dataset", "name"), d["name"], sorted(DATASETS))
     params = _params(DATASETS[d["name"]])
     if params is not None:
-        _unknown("dataset", d, set(params) | {"name", "loss"})
+        _unknown("dataset", d, set(params) | {"name", "loss", "input_noise"})
     params = params or {}
     for k in _DATA_COUNTS:
         if k in d:
@@ -391,6 +398,11 @@ def _check_dataset(d: dict, name):
         _num(name("dataset", "zca_epsilon"), d["zca_epsilon"], lo=0)
     if "whiten" in d:
         _choice(name("dataset", "whiten"), d["whiten"], ("zca", "gcn_zca"), null=True)
+    _num(name("dataset", "input_noise"), d.get("input_noise"), lo=0, null=True)
+    if "target" in d:
+        from fa_bench.data.vision import TARGETS
+
+        _choice(name("dataset", "target"), d["target"], TARGETS)
     if "num_workers" in d:
         _int(name("dataset", "num_workers"), d["num_workers"], lo=0)
     if "n_classes" in d:
