@@ -218,3 +218,21 @@ def test_checkpoints_hold_the_optimizer_and_random_streams(tmp_path, monkeypatch
     assert state["engine"]["optimizer"]["state"] and state["engine"]["rule_rng"]
     run(compose_config(overrides), tmp_path / "resumed")
     assert records(tmp_path / "resumed") == records(tmp_path / "straight")
+
+
+def test_a_null_option_added_later_keeps_every_run_key():
+    """A run's folder (and its checkpoint) is keyed by its config: a new option whose default is null
+    must not move earlier runs, while any set value must."""
+    from omegaconf import open_dict
+
+    from fa_bench.config import run_key
+
+    cfg = compose_config(["rule=fa", "seed=3"])
+    key = run_key(_root_=cfg)
+    with open_dict(cfg):
+        cfg.trainer.new_option = None
+        cfg.new_group = {"level": None}
+    assert run_key(_root_=cfg) == key
+    with open_dict(cfg):
+        cfg.trainer.new_option = 0.5
+    assert run_key(_root_=cfg) != key
