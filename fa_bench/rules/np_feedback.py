@@ -48,16 +48,28 @@ How the unclear passages were read:
   in the buffer ``feedback_steps`` on the output layer, so a resumed run keeps counting) learn B but leave
   every parameter's ``.grad`` as it was (None after ``zero_grad``), so optimizers skip them and W stays.
 
-Fully connected nets only (``form=layer`` would need a convolutional regression, ``direct`` the noise on
-padded conv inputs); convert refuses convolutions.
+Convolutions (L §4.3, the CIFAR CNN): ``form=direct`` only. A conv layer's B has shape
+(n_outputs, C·H·W of one input example), the input as the layer receives it from the layer below (before
+any padding the conv does itself), so B is a plain matrix from the output error to that input, as DFA's
+conv feedback (dfa.py), and the regression is the same matrix regression on the flattened λ̂ (or λ):
+g = e_out @ B, reshaped to the input. For a conv layer with explicit padding (reflect, or the uneven
+'same' of an even kernel) the signal is zero-padded to the shape the layer's Function sees; F.pad's own
+backward then takes the padded border off again, so the rows of B are the gradient of the unpadded input.
+The noise of the noisy pass sits on that unpadded input, i.e. on the activity of the layer below (after
+its pooling, where a pool sits between). With W fixed, Corollary 1's limit is then B_l → J_l, the
+Jacobian of the output pre-activation with respect to the layer's input (for a linear conv net, the
+product of the layers' linear maps). ``form=layer`` would need a regression on conv kernels; convert
+refuses it on a convnet. Convolutions are not seed-stacked in fa_bench, so the conv path is unstacked.
 """
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 
-from fa_bench.layers import EXACT_BACKPROP
+from fa_bench.layers import EXACT_BACKPROP, FeedbackConv2d
 from fa_bench.rules.base import Rule, draw_feedback, register, set_feedback
 from fa_bench.seeding import global_rng_state
 
@@ -65,13 +77,17 @@ SOLVERS = ("sgd", "ridge")
 FORMS = ("layer", "direct")
 
 
+def is_conv(layer) -> bool:
+    return isinstance(layer, FeedbackConv2d)
+
+
 class LearnedFeedback(Rule):
     """The shared engine: FA (or DFA) backward with a B regressed onto ``regression_targets``."""
 
     uses_backward = True
-    supports_conv = False
-    conv_refusal = ("its feedback regression is written for fully connected layers (B·ẽ per example); "
-                    "learned feedback on convolutions is not implemented")
+    supports_conv = False  # the class default (form=layer); an instance with form=direct supports them
+    conv_refusal = ("form=layer's feedback regression is written for fully connected layers (B·ẽ per "
+                    "example); on convolutions use form=direct (Corollary 1, the paper's CNN)")
     options: ClassVar[dict] = {"init": "kaiming_uniform", "scale": None, "solver": "sgd", "lr_feedback": 5e-4,
                                "gamma": 0.1, "form": "layer", "warmup_steps": 0}
 
@@ -87,6 +103,8 @@ class LearnedFeedback(Rule):
             raise ValueError(f"rule {self.name!r}: ridge needs gamma > 0 (V₀ = γI must be invertible)")
         self.direct = self.opts["form"] == "direct"
         self.layerwise = not self.direct  # instance attribute: the probe's W-vs-B metrics need W's shape
+        # the direct form sizes a conv layer's B by its input (convert measures it on one batch)
+        self.supports_conv = self.needs_input_shapes = self.direct
         self._reset()
 
     def _reset(self):
@@ -101,13 +119,20 @@ class LearnedFeedback(Rule):
         self.learned = [layer for _, layer in self.layers[1:]]  # the first layer's B is never used
         self._reset()
 
-    def feedback_shape(self, layer):
+    def feedback_shape(self, layer, input_shape=None):
         if self.direct and not layer.is_output:
+            if is_conv(layer):
+                if input_shape is None:
+                    raise ValueError(f"{self.name} form=direct on a conv layer needs its input shape "
+                                     f"(convert with example_input)")
+                return (self.output_layer.weight.shape[-2], math.prod(input_shape))
             return (self.output_layer.weight.shape[-2], layer.weight.shape[-1])
         return tuple(layer.weight.shape)
 
     def init_layer(self, layer, generator, input_shape):
-        shape = self.feedback_shape(layer)
+        shape = self.feedback_shape(layer, input_shape)
+        if is_conv(layer):
+            layer.np_input_shape = tuple(input_shape)  # the unpadded per-example input: λ̂'s shape
         set_feedback(layer, draw_feedback(shape, self.opts["init"], self.opts["scale"], generator), learn=False)
         like = layer.weight.detach()
         if self.opts["solver"] == "ridge" and layer is not self.layers[0][1]:
@@ -129,6 +154,14 @@ class LearnedFeedback(Rule):
         e = self.error
         if e is None:
             raise RuntimeError(f"{self.name} form=direct: a hidden layer ran its backward before the output layer")
+        if is_conv(layer):
+            if e.dim() != 2 or e.shape[0] != x.shape[0]:
+                raise RuntimeError(f"{self.name} form=direct: output error {tuple(e.shape)} is not one vector "
+                                   f"per example of the conv input {tuple(x.shape)}")
+            g = (e @ feedback).view(x.shape[0], *layer.np_input_shape)
+            if tuple(g.shape) != tuple(x.shape):  # explicit padding: F.pad's backward drops the border
+                g = F.pad(g, layer._reversed_padding_repeated_twice)
+            return g
         if e.shape[:-1] != x.shape[:-1]:
             raise RuntimeError(f"{self.name} form=direct: output error {tuple(e.shape)} does not match the input "
                                f"{tuple(x.shape)} of a hidden layer (fully connected nets only)")
@@ -180,12 +213,25 @@ class LearnedFeedback(Rule):
         and targets ``lam`` (rows, B's dim 1). ``layer.local_grads(a, b)[0]`` is aᵀb summed over every
         row (seed-stacked: per seed), the layer's own primitive."""
         B = layer.feedback_weight
+        if is_conv(layer):  # direct form: a plain matrix from e_out (N, n_out) to the flattened input
+            self._update_matrix(layer, e, lam.reshape(lam.shape[0], -1))
+            return
         if self.opts["solver"] == "sgd":
             residual = layer.propagate(e, B, lam) - lam  # ẽ B − λ̂, per example
             B.sub_(layer.local_grads(e, residual)[0], alpha=float(self.opts["lr_feedback"]))
         else:
             layer.feedback_V.add_(layer.local_grads(e, e)[0])
             layer.feedback_S.add_(layer.local_grads(e, lam)[0])
+            B.copy_(torch.linalg.solve(layer.feedback_V, layer.feedback_S))
+
+    def _update_matrix(self, layer, e, lam):
+        """The same two solvers with B a matrix (n_out, D): rows e (N, n_out), targets lam (N, D)."""
+        B = layer.feedback_weight
+        if self.opts["solver"] == "sgd":
+            B.sub_(e.t() @ (e @ B - lam), alpha=float(self.opts["lr_feedback"]))
+        else:
+            layer.feedback_V.add_(e.t() @ e)
+            layer.feedback_S.add_(e.t() @ lam)
             B.copy_(torch.linalg.solve(layer.feedback_V, layer.feedback_S))
 
     def regression_targets(self, model, x, target, loss_fn, clean, same_masks):
