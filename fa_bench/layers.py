@@ -67,8 +67,27 @@ class FeedbackLayer(nn.Module):
     def run_rule(self, x, rule):
         if not torch.is_grad_enabled():  # evaluation: no backward, so no feedback to prepare
             return self.affine(x, self.weight, self.bias)
-        feedback = rule.feedback_matrix(self)
+        # an input that needs no gradient (the data, at the first layer) is never sent an error, so a
+        # feedback built from W each pass need not be built: the rule may defer it (LayerBackward.unsent_feedback)
+        feedback = rule.feedback_matrix(self) if x.requires_grad else rule.unsent_feedback(self)
         return _FeedbackFn.apply(x, self.weight, self.bias, feedback, self, rule)
+
+    # A rule that deferred this layer's feedback sets ``_deferred`` to itself; reading
+    # ``feedback_weight`` (the probe, a test, state_dict) then builds it first, from the W of that moment.
+    _deferred = None
+
+    def __getattr__(self, name):
+        if name == "feedback_weight":
+            rule = self.__dict__.get("_deferred")
+            if rule is not None:
+                self.__dict__["_deferred"] = None
+                rule.build_deferred(self)
+        return super().__getattr__(name)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self.__dict__.get("_deferred") is not None:
+            self.__getattr__("feedback_weight")  # the saved B is the one for the saved W
+        super()._save_to_state_dict(destination, prefix, keep_vars)
 
     # The four primitives a rule composes. Each layer type knows its own algebra.
     def affine(self, x, weight, bias):  # pragma: no cover - abstract
@@ -201,6 +220,11 @@ class LayerBackward:
 
     def feedback_matrix(self, layer):
         return layer.weight.detach()
+
+    def unsent_feedback(self, layer):
+        """The feedback handed to a pass whose input needs no gradient (nothing is sent down): by default
+        the same as ever (a learned B still needs its gradient); sign-concordant rules defer theirs."""
+        return self.feedback_matrix(layer)
 
     def error_to_input(self, layer, grad_out, feedback, x):
         return layer.propagate(grad_out, feedback, x)

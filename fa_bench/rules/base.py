@@ -146,12 +146,15 @@ class Rule(LayerBackward):
             layer.rule = self
             layer.is_output = name == self.output_name
 
-    def random_tensor(self, draw, shape, device):
+    def random_tensor(self, draw, shape, device, streams=None):
         """``draw(shape, generator)`` from the rule's own stream on ``device``. Seed-stacked, each seed's
-        slice ``shape[1:]`` comes from that seed's stream, so seed s draws what its own run draws."""
-        if self.seed_streams is None:
-            return draw(tuple(shape), self.streams(device))
-        return torch.stack([draw(tuple(shape[1:]), streams(device)) for streams in self.seed_streams])
+        slice ``shape[1:]`` comes from that seed's stream, so seed s draws what its own run draws.
+        ``streams``: other streams of the same layout (one, or one per seed) in place of the rule's."""
+        if streams is None:
+            streams = self.streams if self.seed_streams is None else self.seed_streams
+        if self.seeds is None:
+            return draw(tuple(shape), streams(device))
+        return torch.stack([draw(tuple(shape[1:]), s(device)) for s in streams])
 
     def init_layer(self, layer, generator, input_shape):
         if self.has_feedback:

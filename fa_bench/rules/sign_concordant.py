@@ -5,6 +5,7 @@ from typing import ClassVar
 import torch
 
 from fa_bench.rules.base import Rule, draw_feedback, register, set_feedback
+from fa_bench.seeding import DeviceStreams
 
 
 class _SignConcordant(Rule):
@@ -13,6 +14,11 @@ class _SignConcordant(Rule):
     The buffer ``feedback_weight`` shows the B the last backward pass used; the fresh tensor is what
     the pass saves, so a later refresh can never corrupt a pending backward. The buffer is rebound to
     that tensor rather than copied into (a copy per step was a measurable part of a usf step).
+
+    A layer whose input needs no gradient (the first layer, reading the data) sends nothing down, so
+    its B is not built in the pass (on a 784-1000-10 MLP that build was the whole cost of usf over
+    fa): it is built when read (``layer.feedback_weight``: the probe, state_dict), from the W of that
+    moment (LayerBackward.unsent_feedback, FeedbackLayer.__getattr__).
     """
 
     def magnitude(self, layer):
@@ -27,7 +33,15 @@ class _SignConcordant(Rule):
         if magnitude is not None:
             B.mul_(magnitude)
         layer._buffers["feedback_weight"] = B
+        layer.__dict__["_deferred"] = None  # this B is the layer's now (a dict write: no Module.__setattr__)
         return B
+
+    def unsent_feedback(self, layer):
+        layer.__dict__["_deferred"] = self
+        return None
+
+    def build_deferred(self, layer):
+        self.feedback_matrix(layer)
 
     def refresh(self, layer):
         layer.feedback_weight.copy_(layer.feedback_weight.abs() * torch.sign(layer.weight.detach()))
@@ -77,8 +91,39 @@ class BRSF(_SignConcordant):
     def magnitude(self, layer):
         W = layer.weight
         init, scale = self.opts["init"], self.opts["scale"]
-        R = self.random_tensor(lambda shape, g: draw_feedback(shape, init, scale, g), W.shape, W.device)
+        R = self.random_tensor(lambda shape, g: draw_feedback(shape, init, scale, g), W.shape, W.device,
+                               streams=self._read_streams if self._reading else None)
         return R.abs().to(W.dtype)
+
+    _reading = False
+
+    def bind(self, layers, seeds=None):
+        super().bind(layers, seeds)
+        # the R_t of a layer whose B is only read, never sent through (build_deferred), comes from a
+        # stream of its own: reading it (the probe) never moves the draws training makes
+        if self.seeds is None:
+            self._read_streams = DeviceStreams(self.opts["seed"], "brsf_read")
+        else:
+            self._read_streams = [DeviceStreams(s, "brsf_read") for s in self.seeds]
+
+    def _all_read_streams(self):
+        return self._read_streams if isinstance(self._read_streams, list) else [self._read_streams]
+
+    def rng_state(self):
+        # the read streams too: a resumed run reads the B a straight one would
+        return {"train": super().rng_state(), "read": [s.get_state() for s in self._all_read_streams()]}
+
+    def set_rng_state(self, state):
+        super().set_rng_state(state["train"])
+        for streams, st in zip(self._all_read_streams(), state["read"]):
+            streams.set_state(st)
+
+    def build_deferred(self, layer):
+        self._reading = True
+        try:
+            self.feedback_matrix(layer)
+        finally:
+            self._reading = False
 
 
 VARIANCE_PRESERVING = ("normal", "uniform")
