@@ -3,7 +3,7 @@ export FA_DATA ?= $(abspath ../shared/data)
 PYTHON ?= python
 RESULTS ?= results
 
-.PHONY: install test figures fig2 bench clean scorecard results
+.PHONY: install test figures fig2 bench gpu-check clean scorecard results
 
 install:            ## torch/torchvision from this machine's disk, then fa_bench (editable) with test extras
 	$(PYTHON) -m pip install torch torchvision
@@ -25,8 +25,11 @@ results:            ## rerun one experiment and refresh its committed results/<E
 fig2:               ## Lillicrap 2016 Fig. 2 end to end: train all rules x seeds, collect, draw
 	fa-run experiment=lillicrap_fig2
 
-bench:              ## step and epoch times of every rule against plain PyTorch, seed batching, 1 thread (steadier ratios): results/bench/ (~6 min)
+bench:              ## issue 13's speed targets with pass/fail: step ratios to plain PyTorch (and BioTorch if installed: pip install --no-deps biotorch), metrics overhead, small nets, fig2 end to end; 1 thread: results/bench/ (~8 min)
 	$(PYTHON) scripts/bench.py --threads 1 --out $(RESULTS)/bench
+
+gpu-check:          ## on a CUDA machine, in one call (< 8 min): the CUDA tests, then the bench on CUDA in fp32, bf16, channels_last, compile: results/bench/cuda/ (refuses without CUDA; scripts/gpu_check.sh --dry-run lists it)
+	OUT=$(RESULTS)/bench/cuda scripts/gpu_check.sh
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -29,6 +29,9 @@ from fa_bench.seeding import global_rng_states, set_global_rng_states
 log = logging.getLogger(__name__)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 1
@@ -58,6 +61,13 @@ class TrainConfig:
     lr_schedule: dict | None = None
     const_norm: bool = False
     freeze_signs_at: float | None = None
+    # opt-in device speed-ups, for fixed shapes (the GPU check, scripts/gpu_check.sh): bf16 autocast of the
+    # forward pass and the rule's backward ("bf16"; parameters, optimizer and gradients stay fp32),
+    # channels_last activations and weights for convnets, torch.compile of the model's forward. The
+    # first two need CUDA (RuleEngine refuses them on the CPU, where bf16 is slower and the layout moot).
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self):
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every,
@@ -89,6 +99,15 @@ class TrainConfig:
         check_schedule(self.lr_schedule)
         if not isinstance(self.const_norm, bool):
             raise ValueError(f"trainer.const_norm={self.const_norm!r}: true or false")
+        # null in conf/trainer (so that adding these left every earlier run's key alone): the default
+        self.precision = "fp32" if self.precision is None else self.precision
+        self.channels_last = False if self.channels_last is None else self.channels_last
+        self.compile = False if self.compile is None else self.compile
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"trainer.precision={self.precision!r}: one of {', '.join(PRECISIONS)}")
+        for key in ("channels_last", "compile"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"trainer.{key}={getattr(self, key)!r}: true or false")
         f = self.freeze_signs_at
         if f is not None and not (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1):
             raise ValueError(f"trainer.freeze_signs_at={f!r}: a fraction of training in (0, 1), or null")

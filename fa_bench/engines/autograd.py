@@ -7,6 +7,8 @@ the optimizer, the probe and the phases are the same objects either way.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 
 import torch
@@ -17,6 +19,7 @@ from fa_bench.convert import convert, converted_layers, rule_of
 from fa_bench.data import DataBundle, StreamingData, batches
 from fa_bench.data.augment import centre_crop, crop_at, epoch_offsets
 from fa_bench.distributed import Dist
+from fa_bench.errors import ConfigError
 from fa_bench.noise import TrainingNoise
 from fa_bench.probe import AlignmentProbe
 from fa_bench.records import MetricsWriter
@@ -83,7 +86,7 @@ class RuleEngine(Engine):
     name = "autograd"
     honours = frozenset({"shuffle", "eval_batch_size", "metrics_every", "metrics_batch_size",
                          "metrics_neuron_sample", "phases", "stop_train_error", "adversarial", "lr_schedule",
-                         "const_norm", "freeze_signs_at"})
+                         "const_norm", "freeze_signs_at", "precision", "channels_last", "compile"})
 
     def __init__(self, model, data: DataBundle | StreamingData | list[DataBundle], loss_fn, optimizer,
                  cfg: TrainConfig, seeds: list[int], orders: list[torch.Generator], dist: Dist | None = None,
@@ -109,6 +112,7 @@ class RuleEngine(Engine):
             if self.stacked:
                 raise ValueError("FGSM adversarial training runs one seed at a time (not seed-stacked)")
             self.attack.check_rule(self.rule)
+        self.autocast, self.forward_model = self._device_options(cfg)
         self.schedule = PhaseSchedule(model, cfg.phases)
         self.masked = masked_layers(model)
         total = cfg.total_steps(self.steps_per_epoch())
@@ -131,6 +135,26 @@ class RuleEngine(Engine):
                                for s in self.seeds]).to(self.device)
             self.probe_batch = self._gather(idx if self.stacked else idx[0], shard=False)
         model.train()
+
+    def _device_options(self, cfg):
+        """trainer.precision, channels_last, compile: the context a training step's passes run in, and
+        the module the rule runs forward (the model, or torch.compile of it: the same parameters)."""
+        asked = {k: getattr(cfg, k) for k in ("precision", "channels_last")
+                 if getattr(cfg, k) != getattr(TrainConfig, k)}
+        if asked and self.device.type != "cuda":
+            key, value = next(iter(asked.items()))
+            raise ConfigError(f"trainer.{key}={value!r} needs a CUDA device, and this run is on {self.device} "
+                              f"(CPU bf16 autocast is slower than fp32, and the memory layout is moot there); "
+                              f"on the CPU: trainer.precision=fp32, trainer.channels_last=false")
+        if cfg.channels_last:
+            if not any(p.dim() == 4 for p in self.model.parameters()):
+                raise ConfigError("trainer.channels_last=true is for convnets, and this model has no 4-d "
+                                  "(convolution) weight; valid here: false")
+            self.model.to(memory_format=torch.channels_last)
+        autocast = contextlib.nullcontext
+        if cfg.precision == "bf16":
+            autocast = functools.partial(torch.autocast, self.device.type, dtype=torch.bfloat16)
+        return autocast, torch.compile(self.model) if cfg.compile else self.model
 
     def _init_streaming(self, data: StreamingData):
         if self.stacked:
@@ -226,11 +250,13 @@ class RuleEngine(Engine):
         xb, yb = self._gather(idx)
         xb = self.noise.noisy_input(xb)
         self.optimizer.zero_grad(set_to_none=True)
-        with self.noise.training():
+        if self.cfg.channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with self.noise.training(), self.autocast():
             if self.attack is None:
-                per_example, out = self.rule.compute_gradients(self.model, xb, yb, self.loss_fn)
+                per_example, out = self.rule.compute_gradients(self.forward_model, xb, yb, self.loss_fn)
             else:
-                per_example, out = self.attack.step(self.rule, self.model, xb, yb, self.loss_fn)
+                per_example, out = self.attack.step(self.rule, self.forward_model, xb, yb, self.loss_fn)
         self.dist.sum_gradients(self.model.parameters(), yb.shape[0])
         for p in self.schedule.frozen_in(self.phase):
             p.grad = None  # optimizers skip parameters without a gradient (decay and momentum too)
