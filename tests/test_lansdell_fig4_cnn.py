@@ -8,6 +8,7 @@
     (up to γ) for sg, to a few percent for np_feedback, and not at all when λ̂ is shuffled (a control);
   - with B_l = J_l the direct-form signals are exactly backprop's gradients, also through explicit
     (reflect) padding;
+  - on the CNN every B but the first is sized output → layer input and moves in one step;
 - lansdell_table1 and lansdell_table2b run end to end on the session's fake CIFAR files.
 """
 from __future__ import annotations
@@ -223,6 +224,25 @@ def test_direct_signals_with_the_direct_map_are_backprop(pad_mode):
     sse(out, t).mean().backward()
     for (name, p), (_, q) in zip(ref.named_parameters(), model.named_parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_np_direct_on_the_cnn_learns_every_b_but_the_first():
+    model = build_model("lansdell_cifar_cnn", channels=[4, 4, 4], hidden=16, seed=0)
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8) % 10
+    model = fa_bench.convert(model, "np_feedback", form="direct", solver="sgd", lr_feedback=1e-2, sigma=0.067,
+                             example_input=x[:2])
+    layers = layers_of(model)
+    # B maps the 10 outputs to each layer's input: pooled 4x16x16 and 4x8x8 maps, 4x4x4 flattened, 16, 16
+    assert [tuple(layer.feedback_weight.shape) for layer in layers[1:]] == [
+        (10, 4 * 16 * 16), (10, 4 * 8 * 8), (10, 4 * 4 * 4), (10, 16), (10, 16)]
+    before = [layer.feedback_weight.clone() for layer in layers]
+    ce = lambda out, t: F.cross_entropy(out, t, reduction="none")  # noqa: E731
+    layers[0].rule.compute_gradients(model, x, y, ce)
+    assert torch.equal(layers[0].feedback_weight, before[0])
+    assert all(not torch.equal(layer.feedback_weight, b) for layer, b in zip(layers[1:], before[1:]))
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+               for p in model.parameters())
 
 
 def test_layer_form_still_refuses_convolutions():
