@@ -161,6 +161,7 @@ class RuleEngine(Engine):
             raise ValueError("streamed data sets train one seed at a time (not seed-stacked)")
         self.data, self.task, self.device = data, data.task, data.device
         self.n_train, self.per_seed_data = data.n_train, False
+        self.crop, self.crop_offsets = None, None  # a streamed set's loader crops (fa_bench.data.imagefolder)
 
     def _init_tensors(self, data):
         bundles = data if isinstance(data, list) else [data]
@@ -322,8 +323,9 @@ class RuleEngine(Engine):
             return window
         total = Window(window.task)
         total.load_state(window.state())
+        total.reduce()
         for key in ("loss", "sse", "t_sum", "t_sq", "wrong"):
-            value = getattr(window, key)
+            value = getattr(total, key)
             if isinstance(value, torch.Tensor):
                 setattr(total, key, self.dist.sum_(value.clone()))
         total.n = int(self.dist.sum_(torch.tensor(window.n)).item())
