@@ -191,5 +191,6 @@ class Rule(LayerBackward):
         seed-stacked model, whose seeds' gradients then stay each their own."""
         out = model(x)
         per_example = loss_fn(out, target)
-        per_example.mean(-1).sum().backward()
+        loss = per_example.mean(-1)
+        (loss.sum() if loss.dim() else loss).backward()  # one seed: the mean is already the scalar
         return per_example.detach(), out.detach()

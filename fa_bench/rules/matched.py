@@ -25,14 +25,14 @@ class Matched(Rule):
     def weight_grads(self, layer, grad_out, x):
         grad_w, grad_b = layer.local_grads(grad_out, x)
         decay = self.opts["decay"]
-        if decay:  # in place: grad_w is this pass's own fresh tensor (one pass over W, no allocation)
+        if decay:
+            # B's gradient ∇W + λB from the raw ∇W first (held for feedback_grad, which the same backward
+            # calls next), then W's in place on this pass's own fresh tensor: two passes over W's size
+            layer.__dict__["_feedback_grad"] = torch.add(grad_w, layer.feedback_weight.detach(), alpha=decay)
             grad_w.add_(layer.weight.detach(), alpha=decay)
         return grad_w, grad_b
 
     def feedback_grad(self, layer, grad_w):
-        decay = self.opts["decay"]
-        if not decay:
+        if not self.opts["decay"]:
             return grad_w
-        # grad_w is also W's gradient, so B's is a new tensor: (∇W + λW) + λB − λW = ∇W + λB
-        return torch.add(grad_w, layer.feedback_weight.detach(), alpha=decay).sub_(layer.weight.detach(),
-                                                                                    alpha=decay)
+        return layer.__dict__.pop("_feedback_grad")
