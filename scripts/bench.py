@@ -296,7 +296,7 @@ def parse(argv=None):
     p.add_argument("--metrics-rules", nargs="+", default=["bp", "fa", "dfa", "usf", "frsf", "brsf", "matched"])
     p.add_argument("--metrics-model", default="mlp_784_1000_10")
     p.add_argument("--epoch-steps", type=int, default=None, help="metrics: cut the epoch at this many steps")
-    for flag, default in (("--batch-size", 64), ("--steps", 20), ("--repeats", 9), ("--warmup", 5)):
+    for flag, default in (("--batch-size", 64), ("--steps", 20), ("--repeats", 15), ("--warmup", 5)):
         p.add_argument(flag, type=int, default=default)  # steps: per timing block (the convnet: a fifth)
     p.add_argument("--no-biotorch", dest="biotorch", action="store_false")
     p.add_argument("--out", default="results/bench")
