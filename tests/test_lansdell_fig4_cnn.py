@@ -149,7 +149,8 @@ def test_conv_estimate_is_unbiased_for_the_input_gradient():
     plain = linear_conv_net(seed=3)
     conv2 = plain[1]
     g = torch.Generator().manual_seed(0)
-    x1, t1 = torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64), torch.randn(1, 3, generator=g, dtype=torch.float64)
+    x1 = torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64)
+    t1 = torch.randn(1, 3, generator=g, dtype=torch.float64)
     h = plain[0](x1).detach().requires_grad_(True)
     want = torch.autograd.grad(sse(plain[3](plain[2](conv2(h))), t1).sum(), h)[0][0]
     model = fa_bench.convert(copy.deepcopy(plain), "np_feedback", form="direct", sigma=1e-3, seed=2,
@@ -212,7 +213,8 @@ def test_direct_signals_with_the_direct_map_are_backprop(pad_mode):
     # parameter's .grad equals backprop's, including the first conv (reached through the padded layer)
     plain = linear_conv_net(pad_mode, seed=4)
     g = torch.Generator().manual_seed(5)
-    x, t = torch.randn(16, 1, 3, 3, generator=g, dtype=torch.float64), torch.randn(16, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(16, 1, 3, 3, generator=g, dtype=torch.float64)
+    t = torch.randn(16, 3, generator=g, dtype=torch.float64)
     ref = copy.deepcopy(plain)
     sse(ref(x), t).mean().backward()
     model = fa_bench.convert(copy.deepcopy(plain), "np_feedback", form="direct", warmup_steps=0,
@@ -277,4 +279,5 @@ def test_table2b_noise_cells_put_noise_on_the_activations(tmp_path, fake_cifar_a
         cfg = resolve_config(compose_config(["experiment=lansdell_table2b", f"cell={cell}", *TINY_CNN]))
         assert (cfg.noise.activations or 0.0) == (0.067 if cell.endswith("noise") else 0.0)
         summaries[cell] = run(cfg, tmp_path / cell)
-    assert summaries["lansdell_t2b_bp"]["final"]["train/loss"] != summaries["lansdell_t2b_bp_noise"]["final"]["train/loss"]
+    losses = [summaries[cell]["final"]["train/loss"] for cell in ("lansdell_t2b_bp", "lansdell_t2b_bp_noise")]
+    assert losses[0] != losses[1]
