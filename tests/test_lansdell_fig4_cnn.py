@@ -261,11 +261,13 @@ TINY_CNN = ["trainer.max_steps=2", "trainer.epochs=1", "trainer.batch_size=8", "
             "model.channels=[4,4,4]", "model.hidden=16"]
 
 
-@pytest.mark.parametrize("experiment, cell", [
-    ("lansdell_table1", "lansdell_t1_c10_np"), ("lansdell_table1", "lansdell_t1_c100_dfa"),
-    ("lansdell_table1", "lansdell_t1_c10_bp"), ("lansdell_table2b", "lansdell_t2b_sg")])
-def test_tables_run_end_to_end_on_fake_cifar(tmp_path, fake_cifar_accepted, experiment, cell):
-    cfg = resolve_config(compose_config([f"experiment={experiment}", f"cell={cell}", *TINY_CNN]))
+@pytest.mark.parametrize("experiment, cell, extra", [
+    ("lansdell_table1", "lansdell_t1_c10_np", []), ("lansdell_table1", "lansdell_t1_c100_dfa", []),
+    ("lansdell_table1", "lansdell_t1_c10_bp", []), ("lansdell_table2b", "lansdell_t2b_sg", []),
+    ("lansdell_table1", "lansdell_t1_c100_np", ["model=lansdell_cifar_cnn_code"])])  # the code's 5x5 first layer
+def test_tables_run_end_to_end_on_fake_cifar(tmp_path, fake_cifar_accepted, experiment, cell, extra):
+    cfg = resolve_config(compose_config([f"experiment={experiment}", f"cell={cell}", *extra, *TINY_CNN]))
+    assert cfg.model.kernels[0] == (5 if extra else 3) and cfg.model.n_classes == (100 if "c100" in cell else 10)
     summary = run(cfg, tmp_path / "run")
     assert summary["status"] == "completed" and summary["steps"] == 2, summary
     assert summary["dataset"] == ("cifar100" if "c100" in cell else "cifar10")
