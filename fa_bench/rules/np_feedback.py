@@ -164,7 +164,7 @@ class LearnedFeedback(Rule):
             return g
         if e.shape[:-1] != x.shape[:-1]:
             raise RuntimeError(f"{self.name} form=direct: output error {tuple(e.shape)} does not match the input "
-                               f"{tuple(x.shape)} of a hidden layer (fully connected nets only)")
+                               f"{tuple(x.shape)} of a hidden linear layer (one output error per example or position)")
         return e @ feedback
 
     def weight_grads(self, layer, grad_out, x):
