@@ -181,6 +181,16 @@ def test_sg_direct_conv_feedback_is_the_direct_map(pad_mode):
     assert rel_error(l2.weight, l2.feedback_weight) < 1e-4
 
 
+def test_sg_direct_conv_sgd_solver_converges_to_the_direct_map():
+    # B ← B − η Σ eᵀ(eB − λ) with the exact λ = e J: gradient descent on a quadratic whose minimum is J
+    plain = linear_conv_net()
+    J = direct_map(plain, 1, (2, 3, 3))
+    model = fa_bench.convert(copy.deepcopy(plain), "sg", form="direct", solver="sgd", lr_feedback=1e-3,
+                             example_input=example_input())
+    train_feedback(model, 200, 100)
+    assert rel_error(J, layers_of(model)[1].feedback_weight) < 1e-6
+
+
 def test_np_direct_conv_feedback_converges_to_the_direct_map():
     plain = linear_conv_net()
     J = direct_map(plain, 1, (2, 3, 3))
