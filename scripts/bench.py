@@ -69,9 +69,8 @@ def cfg_of(model, rule, batch_size, *extra):
 
 def engine_of(cfg, data, device, seeds=None):
     """A RuleEngine as fa_bench.run builds it: one seed, or ``seeds`` stacked (run._train_stacked)."""
-    tcfg = R._train_config(cfg)
+    tcfg, model = R._train_config(cfg), None if seeds else R.build_model_on(cfg, data, device)
     if seeds is None:
-        model = R.build_model_on(cfg, data, device)
         return RuleEngine(model, data, get_loss(cfg.loss), R.build_optimizer(cfg, model), tcfg, seeds=[int(cfg.seed)],
                           orders=[generator(int(cfg.seed), "order")])
     configs = R.seed_configs(cfg, seeds)
@@ -267,11 +266,13 @@ def markdown(rows, meta, quick) -> str:
     verdict = lambda r: "" if r["passed"] == "" else ("pass" if r["passed"] else "**FAIL**") + f" ({r['target']})"  # noqa: E731
     out = ["# fa_bench speed bench (issue 13)", "",
            f"torch {meta['torch_version']}, {meta['threads']} thread(s), {meta['device']}, commit "
-           f"{meta['git_commit'][:12]}{' (dirty tree)' if meta['git_dirty'] else ''}, load average at the start "
-           f"{meta['load_average']}. Written by scripts/bench.py (`make bench`). Medians; ratios are measured "
-           "within this one process, so they hold on a busy machine where the absolute times do not.", ""]
-    if quick:
-        out += ["**Smoke run (--quick): tiny counts, the numbers and verdicts mean nothing.**", ""]
+           f"{meta['git_commit'][:12]}{' (dirty tree)' if meta['git_dirty'] else ''}. Written by scripts/bench.py "
+           "(`make bench`). Medians; ratios are measured within this one process, so they hold on a busy machine "
+           "where the absolute times do not.", "",
+           f"**Machine load:** load average {meta['load_average']} at the start and {os.getloadavg()[0]:.2f} at the "
+           f"end, on {os.cpu_count()} cores" + (": this run shared the CPU with other jobs, so every absolute time "
+           "here (seconds, steps/s) is inflated." if os.getloadavg()[0] > os.cpu_count() else "."), ""]
+    out += ["**Smoke run (--quick): tiny counts, the numbers and verdicts mean nothing.**", ""] * quick
     for key, title in SECTIONS.items():
         rs = [r for r in rows if r["section"] == key and r["measure"] != "skipped"]
         out += [f"## {title}", "", "| model | rule | measure | value | unit | ratio | target | note |",
@@ -323,8 +324,7 @@ def main(argv=None):
     if device.type == "cuda" and not torch.cuda.is_available():  # the CPU times would pass for CUDA ones
         raise SystemExit("bench: --device cuda but CUDA is not available here")
     bench, started = Bench(args), time.perf_counter()
-    print(f"bench: load average {bench.meta['load_average']} on {os.cpu_count()} cores; BioTorch column: "
-          f"{'yes' if args.biotorch else 'no (biotorch not importable)'}", flush=True)
+    print(f"bench: load average {bench.meta['load_average']} on {os.cpu_count()} cores; BioTorch: {args.biotorch}")
     data = R.build_data(cfg_of("mlp_784_1000_10", "bp", args.batch_size), device)
     if args.quick:  # a sliver of the test set: the smoke run evaluates too
         data.x_test, data.y_test = data.x_test[:64], data.y_test[:64]
