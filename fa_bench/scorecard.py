@@ -77,12 +77,41 @@ def table_claims(entry: dict, tables: dict | None = None) -> list[dict]:
     return claims
 
 
+def column_claims(entry: dict, tables: dict | None = None) -> list[dict]:
+    """One claim per field of a table whose columns are experiments and whose rows are cells (Moskovitz
+    Table 1: `<paper module>.<TABLE>` maps experiment -> {"dataset", "cells": {cell: (label, value)}});
+    each field's tolerance is its column's (`abs_tol`, by experiment)."""
+    paper, _, name = entry["column_claims"].partition("/")
+    columns = getattr(paper_data(paper), name) if tables is None else tables
+    claims = []
+    for experiment, spec in columns.items():
+        tol = entry["abs_tol"][experiment]
+        for cell, (label, value) in spec["cells"].items():
+            name = f"{experiment.removeprefix(entry['strip_experiment'])}_{cell.removeprefix(entry['strip_cell'])}"
+            claim = {"id": entry["id_prefix"] + name,
+                     "experiment": experiment, "source": entry["source"],
+                     "paper": f"{label} on {spec['dataset']}: {value:g} % {entry['measure']}",
+                     "check": {"kind": "value", "select": {"setting": f"cell={cell}"}, "metric": entry["metric"],
+                               "paper_value": value, "abs_tol": tol},
+                     "reason": entry["reason"].format(tol=tol)}
+            if entry.get("budget_note"):
+                claim["budget_note"] = entry["budget_note"]
+            claims.append(claim)
+    return claims
+
+
 def load_claims() -> list[dict]:
-    """claims.yaml's claims in its order, with each `table_claims:` entry expanded in place."""
+    """claims.yaml's claims in its order, with each `table_claims:` / `column_claims:` entry expanded in
+    place."""
     entries = yaml.safe_load(resources.files("fa_bench").joinpath("claims.yaml").read_text())
     claims = []
     for entry in entries:
-        claims += table_claims(entry) if "table_claims" in entry else [_resolve(entry)]
+        if "table_claims" in entry:
+            claims += table_claims(entry)
+        elif "column_claims" in entry:
+            claims += column_claims(entry)
+        else:
+            claims.append(_resolve(entry))
     return claims
 
 
@@ -157,6 +186,18 @@ def score(claim: dict, curves: pd.DataFrame) -> tuple[str, str]:
             return "no data", "no data"
         ok = np.median(a) < np.median(b)
         return f"examples to {c['threshold']}: {_fmt(a)} vs {_fmt(b)}", "pass" if ok else "FAIL"
+    if kind == "spread":  # how far a per-layer metric drifts across depth: max/min over the layers, per seed
+        rows = curves[(curves["split"] == "train") & (curves["name"] == c["metric"])
+                      & ~curves["layer"].astype(str).str.contains(":") & (curves["layer"].astype(str) != "")]
+        for column, value in (c.get("select") or {}).items():
+            rows = rows[rows[column].astype(str) == str(value)]
+        if rows.empty:
+            return "no data", "no data"
+        ends = rows.sort_values("step").groupby(["seed", "layer"])["value"]
+        ends = ends.first() if c.get("at") == "start" else ends.last()
+        spreads = ends.groupby(level="seed").agg(lambda v: float(v.max() / v.min()))
+        ok = spreads.mean() < c["below"] if "below" in c else spreads.mean() > c["above"]
+        return f"max/min over layers: {_fmt(spreads)}", "pass" if ok else "FAIL"
     raise ValueError(f"unknown check kind {kind!r} in claim {claim['id']}")
 
 

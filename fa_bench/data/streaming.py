@@ -92,8 +92,10 @@ class Loaders:
 
     def _options(self) -> dict:
         workers = self.num_workers
+        # generator: each new iterator draws its workers' base seed from it, not from torch's global stream,
+        # which dropout draws from (a resumed run starts its iterators at other points of that stream)
         return dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-                    worker_init_fn=_seed_worker if workers > 0 else None)
+                    worker_init_fn=_seed_worker if workers > 0 else None, generator=torch.Generator().manual_seed(0))
 
     def train(self, epoch: int, seed: int, batch_size: int, start_batch: int = 0) -> _Epoch:
         if batch_size not in self._train:  # one loader (and its workers) per batch size, reused every epoch

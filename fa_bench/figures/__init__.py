@@ -7,5 +7,5 @@ import matplotlib
 
 matplotlib.use("Agg")  # before any figure module imports pyplot: no display needed
 
-from fa_bench.figures import blog, lansdell, lansdell_autoencoder, lansdell_fig4, lillicrap, lillicrap_fig4, nokland  # noqa: E402,F401  (register)
+from fa_bench.figures import blog, lansdell, lansdell_autoencoder, lansdell_fig4, lillicrap, lillicrap_fig4, moskovitz, nokland  # noqa: E402,F401  (register)
 from fa_bench.figures.registry import FIGURES, figure, make_all, make_figure  # noqa: E402,F401
