@@ -46,20 +46,20 @@ def run_key(*, _root_) -> str:
     body = OmegaConf.to_container(_root_, resolve=False)
     for key in NOT_IN_RUN_KEY:
         body.pop(key, None)
-    body = _pruned(OmegaConf.to_container(OmegaConf.create(body), resolve=True))
+    body = pruned(OmegaConf.to_container(OmegaConf.create(body), resolve=True))
     body.get("trainer", {}).pop("progress", None)
     digest = hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{body['rule']['name']}_{seed_tag(body.get('seed'), body.get('seeds'))}_{digest}"
 
 
-def _pruned(node):
+def pruned(node):
     """The config less its null settings (and groups left empty): an option added later with a null
     default leaves every earlier run's key, and so its folder and checkpoint, where they were."""
     if isinstance(node, dict):
-        kept = {k: _pruned(v) for k, v in node.items() if v is not None}
+        kept = {k: pruned(v) for k, v in node.items() if v is not None}
         return {k: v for k, v in kept.items() if v != {}}
     if isinstance(node, list):
-        return [_pruned(v) for v in node]
+        return [pruned(v) for v in node]
     return node
 
 

@@ -236,3 +236,26 @@ def test_a_null_option_added_later_keeps_every_run_key():
     with open_dict(cfg):
         cfg.trainer.new_option = 0.5
     assert run_key(_root_=cfg) != key
+
+
+def test_a_checkpoint_from_before_a_null_option_existed_still_resumes(tmp_path, monkeypatch):
+    """Code that gained an option with a null default must resume the runs an older version checkpointed
+    (the run key already ignores nulls); any real change of config is still refused."""
+    with monkeypatch.context() as m:
+        interrupt_after(m, 5)
+        with pytest.raises(RunInterrupted):
+            run(compose_config(MLP), tmp_path / "r")
+    path = tmp_path / "r" / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    for config in state["config"]:
+        assert config["sparsity"] == 0.0 and config["save_activations"] is None
+        del config["save_activations"]  # as a version without that option wrote it
+    torch.save(state, path)
+    resumed = run(compose_config(MLP), tmp_path / "r")
+    assert resumed["status"] == "completed" and resumed["resumed_from_step"] == 5
+    with monkeypatch.context() as m:
+        interrupt_after(m, 5)
+        with pytest.raises(RunInterrupted):
+            run(compose_config(MLP), tmp_path / "s")
+    with pytest.raises(Exception, match="written by a different config"):
+        run(compose_config([*MLP, "optimizer.momentum=0.5"]), tmp_path / "s")
