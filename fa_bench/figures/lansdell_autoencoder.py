@@ -116,8 +116,8 @@ def table2a(folder: Path) -> list[Path]:
     ax.set(xlabel="iterations", ylabel="loss of a 32-image batch (½Σ(ŷ−x)²)", yscale="log",
            title="MNIST autoencoder: test (solid), train (dashed)")
     ax.legend(frameon=False, fontsize=7, ncol=2)
-    return [md, *save_figure(fig, folder, "fig3a.png", "; bands: ±1 s.e. over seeds; train loss on noisy "
-                                                       "passes where a method adds noise", dpi=130)]
+    return [md, *save_figure(fig, folder, "fig3a.png", "; ±1 s.e. over seeds; train: the noisy passes",
+                             dpi=130)]
 
 
 def _latents(folder: Path) -> dict[str, tuple]:
