@@ -7,6 +7,7 @@ the angles and sign changes of every row. Paper values come from fa_bench/papers
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -123,24 +124,10 @@ def _imagenet(folder: Path, experiment: str) -> list[Path]:
     return written
 
 
-@figure("moskovitz_table1_imagenet1")
-def table1_imagenet1(folder: Path) -> list[Path]:
-    return _imagenet(folder, "moskovitz_table1_imagenet1")
-
-
-@figure("moskovitz_table1_imagenet2")
-def table1_imagenet2(folder: Path) -> list[Path]:
-    return _imagenet(folder, "moskovitz_table1_imagenet2")
-
-
-@figure("moskovitz_table1_cifar1")
-def table1_cifar1(folder: Path) -> list[Path]:
-    return _write_table(folder, "moskovitz_table1_cifar1")
-
-
-@figure("moskovitz_table1_cifar2")
-def table1_cifar2(folder: Path) -> list[Path]:
-    return _write_table(folder, "moskovitz_table1_cifar2")
+# the CIFAR columns have a table only; the ImageNet ones Figs. 1 and 4 besides
+for _experiment, _draw in (("moskovitz_table1_cifar1", _write_table), ("moskovitz_table1_cifar2", _write_table),
+                           ("moskovitz_table1_imagenet1", _imagenet), ("moskovitz_table1_imagenet2", _imagenet)):
+    figure(_experiment)(partial(_draw, experiment=_experiment))
 
 
 @figure("moskovitz_table1_mnist")
