@@ -99,54 +99,67 @@ class AlignmentProbe:
         return self.measure_seeds(x, target)[0]
 
     def measure_seeds(self, x, target) -> list[list[tuple[str, str, float]]]:
-        """The rows of every seed (one list for an unstacked model)."""
-        S = len(self.seeds)
-        pick = (lambda t, s: t[s]) if self.stacked else (lambda t, s: t)  # noqa: E731
-        rows = [[] for _ in range(S)]
+        """The rows of every seed (one list for an unstacked model).
+
+        Every metric is a tensor over the seed axis (fa_bench.metrics' seed_* functions) and all of them
+        come back to the host in one transfer at the end: no per-seed, per-metric reads."""
+        lead = (lambda t: t) if self.stacked else (lambda t: t.unsqueeze(0))  # noqa: E731
         rule = self.rule
+        layerwise = rule.has_feedback and rule.layerwise
+        entries = []  # (metric, layer label or one label per seed, value tensor (S,), mask (S,) or None)
         for i, (name, layer) in enumerate(self.layers):
-            W_all = layer.weight.detach()
+            W = layer.weight.detach()
+            sign_w = torch.sign(W)
             flipped = self.flipped[name]
-            flipped |= torch.sign(W_all) != self.init_sign[name]
-            if rule.has_feedback and rule.layerwise:
-                rule.refresh(layer)  # B that follows W (usf, frsf, brsf) must match this W, not last step's
-                # converted once here, not once per metric (the metrics' own casts are then no-ops)
-                W_all, B_all = W_all.double(), layer.feedback_weight.detach().double()
-            for s in range(S):
-                rows[s].append(("sign_flips", name, float(pick(flipped, s).double().mean())))
-                if not (rule.has_feedback and rule.layerwise):
-                    continue
-                W, B = pick(W_all, s), pick(B_all, s)
-                rows[s] += [("weight_angle", name, M.angle(W, B)),
-                            ("sign_congruence", name, M.sign_congruence(W, B)),
-                            ("rel_error", name, M.rel_error(W, B))]
-                if i > 0:  # the first converted layer (module order) usually reads data, not hidden units
-                    angles = M.neuron_angles(W, B)
-                    rows[s].append(("neuron_angle", name, float(angles.nanmean())))
-                    rows[s] += [("neuron_angle", f"{name}:{j}", float(angles[j])) for j in self.seed_units[s][name]]
-        if not rule.uses_backward:
-            return rows
-        with preserved_state(self.model) as restore:
-            d_rule, g_rule = self._signals(x, target, exact=False)
-            restore()
-            d_bp, g_bp = self._signals(x, target, exact=True)
-        for i, ((name, layer), dr_all, db_all, gr_all, gb_all) in enumerate(zip(self.layers, d_rule, d_bp, g_rule,
-                                                                                  g_bp)):
-            feedback = self._feedback_angles(i, layer, dr_all)
-            for s in range(S):
-                dr = None if dr_all is None else pick(dr_all, s)
-                db = None if db_all is None else pick(db_all, s)
-                # autograd hands zeros to a layer that nothing reaches (shallow's hidden layers): no signal
-                if dr is not None and db is not None and bool(dr.any()):
-                    rows[s] += [("delta_angle", name, M.batch_angle(dr, db)),
-                                ("norm_ratio", name, M.norm_ratio(db, dr))]
-                if gr_all is not None and gb_all is not None:
-                    rows[s].append(("update_angle", name, M.angle(pick(gr_all, s), pick(gb_all, s))))
+            flipped |= sign_w != self.init_sign[name]
+            per_seed = lead(flipped)
+            entries.append(("sign_flips", name, per_seed.flatten(1).sum(1, dtype=torch.float64) / per_seed[0].numel(),
+                            None))
+            if not layerwise:
+                continue
+            rule.refresh(layer)  # B that follows W (usf, frsf, brsf) must match this W, not last step's
+            angle, congruence, rel, neuron = M.seed_weight_metrics(lead(W), lead(layer.feedback_weight.detach()),
+                                                                   lead(sign_w))
+            entries += [("weight_angle", name, angle, None), ("sign_congruence", name, congruence, None),
+                        ("rel_error", name, rel, None)]
+            if i > 0:  # the first converted layer (module order) usually reads data, not hidden units
+                entries.append(("neuron_angle", name, neuron.nanmean(1), None))
+                units = [self.seed_units[s][name] for s in range(len(self.seeds))]
+                if units[0]:
+                    picked = neuron.gather(1, torch.tensor(units, device=neuron.device))
+                    entries += [("neuron_angle", [f"{name}:{u[k]}" for u in units], picked[:, k], None)
+                                for k in range(len(units[0]))]
+        if rule.uses_backward:
+            with preserved_state(self.model) as restore:
+                d_rule, g_rule = self._signals(x, target, exact=False)
+                restore()
+                d_bp, g_bp = self._signals(x, target, exact=True)
+            for i, ((name, layer), dr, db, gr, gb) in enumerate(zip(self.layers, d_rule, d_bp, g_rule, g_bp)):
+                if dr is not None and db is not None:
+                    angle, ratio, sent = M.seed_delta_metrics(lead(dr), lead(db))
+                    entries += [("delta_angle", name, angle, sent), ("norm_ratio", name, ratio, sent)]
+                if gr is not None and gb is not None:
+                    entries.append(("update_angle", name, M.seed_angles(lead(gr), lead(gb)), None))
+                feedback = self._feedback_angles(i, layer, dr, lead)
                 if feedback is not None:
-                    rows[s].append(("feedback_angle", name, feedback[s]))
+                    entries.append(("feedback_angle", name, feedback, None))
+        return self._rows(entries)
+
+    def _rows(self, entries) -> list[list[tuple[str, str, float]]]:
+        S = len(self.seeds)
+        if not entries:
+            return [[] for _ in range(S)]
+        ones = torch.ones(S, dtype=torch.bool, device=entries[0][2].device)
+        table = torch.stack([torch.stack([v.double(), (ones if m is None else m).double()])
+                             for _, _, v, m in entries]).tolist()  # the measurement's one host read
+        rows = [[] for _ in range(S)]
+        for (metric, label, _, _), (values, kept) in zip(entries, table):
+            for s in range(S):
+                if kept[s]:
+                    rows[s].append((metric, label if isinstance(label, str) else label[s], values[s]))
         return rows
 
-    def _feedback_angles(self, i, layer, delta):
+    def _feedback_angles(self, i, layer, delta, lead):
         """Lansdell 2020's angle, per seed: between ẽ·B and ẽ·W for the same synthetic error ẽ, the
         signal the rule delivers to this layer's output (so B sends it down, W would have). Over the
         whole batch and unfolded, where the authors' code took the first example and folded it into
@@ -159,6 +172,4 @@ class AlignmentProbe:
         d = delta.double()
         sent = layer.propagate(d, layer.feedback_weight.detach().double(), None)
         ideal = layer.propagate(d, layer.weight.detach().double(), None)
-        if not self.stacked:
-            return [M.angle(sent, ideal)]
-        return [M.angle(sent[s], ideal[s]) for s in range(len(self.seeds))]
+        return M.seed_angles(lead(sent), lead(ideal))

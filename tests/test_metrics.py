@@ -58,3 +58,30 @@ def test_neuron_angles_use_columns_of_w_and_b():
     W = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     B = torch.tensor([[1.0, 1.0], [0.0, 1.0]])  # unit 0: same column (0°); unit 1: (0,1) vs (1,1): 45°
     assert M.neuron_angles(W, B).tolist() == pytest.approx([0.0, 45.0])
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (6, 3, 3, 3)], ids=["linear", "conv"])
+@pytest.mark.parametrize("chunk", [4, 1 << 16], ids=["many_chunks", "one_chunk"])
+def test_seed_axis_metrics_equal_the_per_seed_ones(shape, chunk, monkeypatch):
+    """The probe's seed-axis metrics, chunked or not, give each seed what the one-tensor metrics give it."""
+    monkeypatch.setattr(M, "CHUNK", chunk)
+    g = torch.Generator().manual_seed(0)
+    W, B = torch.randn(3, *shape, generator=g), torch.randn(3, *shape, generator=g)
+    B[1] = W[1]  # a seed whose feedback is its own W: every angle 0, rel_error 0
+    B[2, 0] = -W[2, 0]
+    angle, congruence, rel, neuron = M.seed_weight_metrics(W, B)
+    for s in range(3):
+        assert angle[s].item() == pytest.approx(M.angle(W[s], B[s]), abs=1e-6)
+        assert congruence[s].item() == pytest.approx(M.sign_congruence(W[s], B[s]))
+        assert rel[s].item() == pytest.approx(M.rel_error(W[s], B[s]), abs=1e-12)
+        assert neuron[s].tolist() == pytest.approx(M.neuron_angles(W[s], B[s]).tolist(), abs=1e-6)
+        assert M.seed_angles(W, B)[s].item() == pytest.approx(M.angle(W[s], B[s]), abs=1e-6)
+    assert rel[1].item() == 0.0 and congruence[1].item() == 1.0
+    d_rule, d_bp = torch.randn(3, 8, *shape[1:], generator=g), torch.randn(3, 8, *shape[1:], generator=g)
+    d_rule[2] = 0  # nothing reaches this seed's layer: no angle, and the mask says so
+    angle, ratio, sent = M.seed_delta_metrics(d_rule, d_bp)
+    assert sent.tolist() == [True, True, False]
+    for s in range(2):
+        assert angle[s].item() == pytest.approx(M.batch_angle(d_rule[s], d_bp[s]), abs=1e-6)
+        assert ratio[s].item() == pytest.approx(M.norm_ratio(d_bp[s], d_rule[s]))
+    assert math.isnan(angle[2].item()) and math.isnan(ratio[2].item())
