@@ -41,7 +41,8 @@ def _cell(setting: str) -> str:
 
 
 def _fmt(values: pd.Series, decimals: int) -> str:
-    values = values.dropna()
+    # a failed run's row leaves its final values empty, which can make pandas read the column as text
+    values = pd.to_numeric(values, errors="coerce").dropna()
     if values.empty:
         return "not run"
     if len(values) == 1:
