@@ -220,7 +220,7 @@ class LearnedFeedback(Rule):
             residual = layer.propagate(e, B, lam) - lam  # ẽ B − λ̂, per example
             B.sub_(layer.local_grads(e, residual)[0], alpha=float(self.opts["lr_feedback"]))
         else:
-            layer.feedback_V.add_(layer.local_grads(e, e)[0])
+            layer.feedback_V.add_(_symmetric(layer.local_grads(e, e)[0]))
             layer.feedback_S.add_(layer.local_grads(e, lam)[0])
             B.copy_(torch.linalg.solve(layer.feedback_V, layer.feedback_S))
 
@@ -230,7 +230,7 @@ class LearnedFeedback(Rule):
         if self.opts["solver"] == "sgd":
             B.sub_(e.t() @ (e @ B - lam), alpha=float(self.opts["lr_feedback"]))
         else:
-            layer.feedback_V.add_(e.t() @ e)
+            layer.feedback_V.add_(_symmetric(e.t() @ e))
             layer.feedback_S.add_(e.t() @ lam)
             B.copy_(torch.linalg.solve(layer.feedback_V, layer.feedback_S))
 
@@ -315,3 +315,9 @@ class SyntheticGradient(LearnedFeedback):
             self.true_pass = False
             self.inputs = {}
         return {k: g.detach() for k, g in zip(keys, grads) if g is not None}
+
+
+def _symmetric(gram: torch.Tensor) -> torch.Tensor:
+    """ẽᵀẽ made exactly symmetric: a BLAS kernel may round its two triangles differently, and V, the
+    ridge system's matrix, is symmetric by definition ((G + Gᵀ)/2 is, bit for bit: addition commutes)."""
+    return (gram + gram.transpose(-1, -2)) * 0.5  # a seed-stacked V is (S, n, n)
