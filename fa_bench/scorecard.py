@@ -146,6 +146,21 @@ def _fmt(series: pd.Series) -> str:
     return f"{series.mean():.4g} ± {sd:.2g} (n={len(series)})"
 
 
+def _selection_ran(claim: dict, curves: pd.DataFrame) -> bool:
+    """Whether every run selection the claim reads (select, a, b) matches some run's curves, whatever
+    the metric: a False here is a row not run yet, where "no data" would mean a claim reading nothing."""
+    c = claim["check"]
+    for sel in (c.get("select"), c.get("a"), c.get("b")):
+        rows = curves
+        for column, value in (sel or {}).items():
+            if column not in rows:
+                return False
+            rows = rows[rows[column].astype(str) == str(value)]
+        if rows.empty:
+            return False
+    return True
+
+
 def score(claim: dict, curves: pd.DataFrame) -> tuple[str, str]:
     """(ours, verdict) for one claim. Verdict is pass, FAIL or 'no data'."""
     c = claim["check"]
@@ -235,6 +250,8 @@ def write_scorecard(results_dir: Path | str, out: Path | str | None = None, comm
             ours, verdict, budget = "not run", "not run", ""
         else:
             ours, verdict = score(claim, curves)
+            if verdict == "no data" and not _selection_ran(claim, curves):
+                ours = verdict = "not run"  # its row's cell is not among the experiment's runs yet
             budget = budget_text(meta)
         if claim.get("budget_note") and budget:
             budget += f"; **below the paper's budget**: {claim['budget_note']}"
