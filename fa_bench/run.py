@@ -360,11 +360,13 @@ def run(cfg: DictConfig, out_dir: Path | str | None, choices: dict | None = None
         return _run_seeds([cfg], folder.path, [folder.path], choices, stacked=False)[0]
 
 
-def _run_seeds(configs, group_dir, dirs, choices, stacked, data=None) -> list[dict]:
+def _run_seeds(configs, group_dir, dirs, choices, stacked, data=None, resolved=None) -> list[dict]:
     """Resolve, train (one seed, or seed-stacked), and write every seed's summary; resumes from the
-    group's checkpoint when there is one."""
+    group's checkpoint when there is one. ``resolved``: the configs already resolved (run_seeds has
+    done it to decide whether they stack), so the job does not pay for it twice."""
     try:
-        resolved = [resolve_config(c) for c in configs]  # every seed's config is checked before any trains
+        if resolved is None:
+            resolved = [resolve_config(c) for c in configs]  # every seed's config is checked before any trains
     except ConfigError as err:
         for c, d in zip(configs, dirs):
             if d is not None:
@@ -490,7 +492,7 @@ def run_seeds(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None)
             log.info("seed batching off (%s): %d seeds run one after another", reason, len(seeds))
             return [run(c, d, choices) for c, d in zip(configs, dirs)]
         log.info("seed batching: %d seeds of rule %s in one stacked job", len(seeds), resolved[0].rule.name)
-        return _run_seeds(configs, group.path, dirs, choices, stacked=True, data=data)
+        return _run_seeds(configs, group.path, dirs, choices, stacked=True, data=data, resolved=resolved)
 
 
 def _seed_overrides(group_dir: Path, seed_dir: Path, seed: int):

@@ -123,3 +123,15 @@ def test_a_seed_sweep_through_fa_run_is_one_job_with_a_folder_per_seed(tmp_path)
             summary = json.loads((tmp_path / "sweep" / job / s / "summary.json").read_text())
             assert summary["status"] == "completed" and summary["seed"] == int(s[4:])
             assert (tmp_path / "sweep" / job / s / ".hydra" / "overrides.yaml").read_text().endswith(f"seed={s[4:]}\n")
+
+
+def test_a_stacked_job_resolves_each_seed_config_once(tmp_path, monkeypatch):
+    import fa_bench.run as R
+
+    calls = []
+    real = R.resolve_config
+    monkeypatch.setattr(R, "resolve_config", lambda cfg, *a, **k: calls.append(int(cfg.seed)) or real(cfg, *a, **k))
+    cfg = compose_config([*TEACHER, *COMMON, "rule=fa", "trainer.epochs=1", "seeds=[0,1,2]"])
+    summaries = run_seeds(cfg, tmp_path / "group")
+    assert [s["status"] for s in summaries] == ["completed"] * 3 and summaries[0]["seed_batch"] == [0, 1, 2]
+    assert calls == [0, 1, 2]  # checked once before stacking, not again by the job itself
