@@ -34,16 +34,18 @@ def exit_code(status_counts: dict) -> int:
     return 1 if any(int(status_counts.get(s, 0)) for s in FAILED) else 0
 
 
-def collect_experiment(name: str, sweep_dir, results_dir, max_points: int = 400, metrics=None) -> tuple[str, int]:
+def collect_experiment(name: str, sweep_dir, results_dir, max_points: int = 400, metrics=None,
+                       every_run: bool = False) -> tuple[str, int]:
     """Collect the sweep's runs into ``results_dir/<name>/``, write its summary table and figure(s);
     returns (the one status line, the exit code). Nothing here raises: a failing step is logged with its
-    traceback and makes the exit code 1, and the steps after it still run."""
+    traceback and makes the exit code 1, and the steps after it still run. ``every_run``: every run
+    folder under ``sweep_dir``, not only the newest sweep's jobs (a sweep stopped before it listed them)."""
     from fa_bench.collect import collect, sweep_jobs
     from fa_bench.figures import make_figure
     from fa_bench.tables import write_summary_table
 
     dest = Path(results_dir) / name
-    jobs = sweep_jobs(sweep_dir)
+    jobs = None if every_run else sweep_jobs(sweep_dir)
     try:
         meta = collect(sweep_dir, dest, experiment=name, max_points=max_points, metrics=metrics, jobs=jobs)
     except Exception:

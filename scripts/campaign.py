@@ -1,17 +1,26 @@
 """Run a queue of experiment sweeps for as long as a budget of minutes lasts, in order (issue 14's GPU
 campaign; on a CPU too). Each item is an ordinary fa-run sweep that collects into ``--results``. A
-sweep still running when the budget ends gets SIGTERM: its runs checkpoint and say "interrupted", so
-running the same queue again (on the same machine: checkpoints live in runs/) resumes them and skips
-what finished; items the budget never reached are listed as not started. One line per item goes to
-stdout and to ``<results>/campaign.log``.
+sweep still running when the budget ends gets SIGTERM: its runs checkpoint and say "interrupted", and
+the campaign collects what the sweep finished; items the budget never reached are listed as not
+started. One line per item goes to stdout and to ``<results>/campaign.log``.
+
+Resuming across machines: a lent GPU is a fresh machine every time, and its runs/ folder is gone with
+it. So every finished run folder (completed or diverged; its records, not its checkpoint) is archived
+under ``<results>/<experiment>/runs/``, and restored into the sweep folder before the item runs again:
+the sweep then skips it ("completed earlier, skipped") and collects it with the new ones. Commit the
+archive with the results and the next session, on any machine, goes on where this one stopped; runs
+the budget interrupted start again there (their checkpoints stay on the machine that wrote them).
 
     python scripts/campaign.py --minutes 8 --results results        # a lent GPU: the committed results
+    python scripts/campaign.py --minutes 8 --mirror "$OUT" device=cuda  # the device tool: what comes back
     python scripts/campaign.py --queue scripts/paper_budget_queue.yaml --minutes 600 --dry-run
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +30,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-GRACE_S = 60  # after SIGTERM, time for the runs to write their checkpoints and summaries
+GRACE_S = 60  # default --grace: after SIGTERM, time for the runs to write their checkpoints and summaries
+FINISHED = ("completed", "diverged")  # fa_bench.run_folder.FINISHED: what a re-run skips
+NOT_ARCHIVED = ("checkpoint", ".lock")  # name prefixes left behind: machine-local, large or transient
 
 
 def load_queue(path: Path) -> list[dict]:
@@ -35,10 +46,81 @@ def load_queue(path: Path) -> list[dict]:
     return items
 
 
-def run_item(item: dict, results: Path, seconds_left: float, extra: list[str]) -> tuple[str, float]:
-    """(outcome, seconds taken) of one sweep, stopped by SIGTERM when the budget runs out."""
+def sweep_dir_of(item: dict, runs: Path) -> tuple[Path, list[str]]:
+    """The item's sweep folder (its own ``hydra.sweep.dir=`` override, else ``runs/<experiment>``), and
+    the override that puts it there (none when the item sets it)."""
+    for override in item["overrides"]:
+        if override.startswith("hydra.sweep.dir="):
+            return Path(override.split("=", 1)[1]), []
+    folder = runs / item["experiment"]
+    return folder, [f"hydra.sweep.dir={folder}"]
+
+
+def _finished(summary: Path) -> bool:
+    try:
+        return json.loads(summary.read_text()).get("status") in FINISHED
+    except (OSError, ValueError):
+        return False  # absent, being written, or broken: not finished as far as a re-run is concerned
+
+
+def _finished_runs(root: Path) -> list[Path]:
+    """Run folders under ``root`` whose summary.json says completed or diverged."""
+    return [p.parent for p in sorted(root.rglob("summary.json")) if _finished(p)] if root.is_dir() else []
+
+
+def _copy_records(src: Path, dest: Path):
+    """A run folder's records (and Hydra's .hydra/), without checkpoints or locks."""
+    for path in src.rglob("*"):
+        rel = path.relative_to(src)
+        if path.is_file() and not any(part.startswith(NOT_ARCHIVED) for part in rel.parts):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest / rel)
+
+
+def restore(archive: Path, sweep_dir: Path) -> int:
+    """Put the archived finished runs back into the sweep folder (those it does not hold finished)."""
+    restored = 0
+    for run in _finished_runs(archive):
+        target = sweep_dir / run.relative_to(archive)
+        if not _finished(target / "summary.json"):
+            _copy_records(run, target)
+            restored += 1
+    return restored
+
+
+def archive_finished(sweep_dir: Path, archive: Path) -> int:
+    """Copy the sweep folder's finished runs into the archive (those it does not hold yet)."""
+    archived = 0
+    for run in _finished_runs(sweep_dir):
+        target = archive / run.relative_to(sweep_dir)
+        if not _finished(target / "summary.json"):
+            _copy_records(run, target)
+            archived += 1
+    return archived
+
+
+def collect_stopped(item: dict, sweep_dir: Path, results: Path) -> str:
+    """Collect a sweep the budget stopped, with the experiment's settings: its own collect never ran and
+    it listed no jobs (sweep.json comes at a sweep's end), so every run in the campaign's sweep folder
+    for this experiment (this sweep's, and the finished ones restored into it) is taken."""
+    from fa_bench.callbacks import collect_experiment
+    from fa_bench.config import compose_config
+
+    cfg = compose_config([f"experiment={item['experiment']}"])
+    line, _ = collect_experiment(cfg.experiment_name, sweep_dir, results, max_points=cfg.collect.max_points,
+                                 metrics=cfg.collect.metrics, every_run=True)
+    return line
+
+
+def run_item(item: dict, results: Path, seconds_left: float, extra: list[str], runs: Path,
+             grace: float = GRACE_S) -> tuple[str, float]:
+    """(outcome, seconds taken) of one sweep, stopped by SIGTERM when the budget runs out; its finished
+    runs restored from and archived into ``<results>/<experiment>/runs/`` (see the module docstring)."""
+    sweep_dir, where = sweep_dir_of(item, runs)
+    archive = results / item["experiment"] / "runs"
+    restored = restore(archive, sweep_dir)
     command = [sys.executable, "-m", "fa_bench.cli", "-m", f"experiment={item['experiment']}",
-               f"results_dir={results}", "trainer.progress=false", *item["overrides"], *extra]
+               f"results_dir={results}", "trainer.progress=false", *where, *item["overrides"], *extra]
     start = time.monotonic()
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # its own process group: SIGTERM reaches every worker
@@ -48,13 +130,18 @@ def run_item(item: dict, results: Path, seconds_left: float, extra: list[str]) -
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            out, _ = proc.communicate(timeout=GRACE_S)
+            out, _ = proc.communicate(timeout=grace)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
-        outcome = "stopped at the budget (checkpointed; run the queue again to resume)"
+        outcome = "stopped at the budget (checkpointed here; run the queue again to resume)"
     lines = [line for line in (out or "").splitlines() if "completed" in line or "failed" in line]
-    return f"{outcome}; {lines[-1].strip() if lines else 'no sweep line'}", time.monotonic() - start
+    sweep_line = lines[-1].strip() if lines else "no sweep line"
+    if outcome.startswith("stopped"):
+        sweep_line = collect_stopped(item, sweep_dir, results)
+    archived = archive_finished(sweep_dir, archive)
+    return (f"{outcome}; {sweep_line}; runs restored {restored}, newly archived {archived}",
+            time.monotonic() - start)
 
 
 def main(argv=None) -> int:
@@ -62,6 +149,10 @@ def main(argv=None) -> int:
     p.add_argument("--queue", default=str(REPO / "scripts" / "paper_budget_queue.yaml"))
     p.add_argument("--minutes", type=float, required=True, help="the whole campaign's budget")
     p.add_argument("--results", default="results", help="where each sweep collects (results: the committed ones)")
+    p.add_argument("--grace", type=float, default=GRACE_S, help="seconds a stopped sweep gets to checkpoint")
+    p.add_argument("--runs", default=str(REPO / "runs"), help="sweep folders: <runs>/<experiment> (machine-local)")
+    p.add_argument("--mirror", default=None, help="after each item, copy <results>/<experiment>/ (and the log) "
+                   "here too: a lent machine's $OUT, the only folder that comes back")
     p.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
     p.add_argument("extra", nargs="*", help="overrides for every item (device=cuda, ...)")
     args = p.parse_args(argv)
@@ -76,8 +167,12 @@ def main(argv=None) -> int:
         elif args.dry_run:
             line = f"{name}: would run (estimate {item.get('minutes', '?')} min, {left / 60:.1f} min left)"
         else:
-            outcome, took = run_item(item, results, left - GRACE_S, args.extra)
+            outcome, took = run_item(item, results, left - args.grace, args.extra, Path(args.runs).resolve(),
+                                     args.grace)
             line = f"{name}: {outcome} ({took / 60:.1f} min)"
+            if args.mirror and (results / item["experiment"]).is_dir():
+                shutil.copytree(results / item["experiment"], Path(args.mirror) / item["experiment"],
+                                dirs_exist_ok=True)
         print(line, flush=True)
         log_lines.append(line)
     if not args.dry_run:
@@ -85,6 +180,8 @@ def main(argv=None) -> int:
         with open(results / "campaign.log", "a") as f:
             f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}, budget {args.minutes} min\n")
             f.write("\n".join(log_lines) + "\n")
+        if args.mirror:
+            shutil.copy2(results / "campaign.log", Path(args.mirror) / "campaign.log")
     return 0
 
 

@@ -1,19 +1,25 @@
 """The campaign runner (scripts/campaign.py) on the CPU with a tiny queue: it runs an item, collects it,
-skips it when run again, and leaves what the budget does not reach unstarted."""
+skips it when run again, and leaves what the budget does not reach unstarted; a later campaign on a
+fresh machine (another runs/ folder) restores the archived finished runs instead of training them again,
+and a sweep the budget stops is still collected and its finished runs archived."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def campaign(queue, results, minutes):
+def campaign(queue, results, minutes, *flags):
     return subprocess.run([sys.executable, str(REPO / "scripts" / "campaign.py"), "--queue", str(queue),
-                           "--minutes", str(minutes), "--results", str(results), "device=cpu"],
+                           "--minutes", str(minutes), "--results", str(results), *flags, "device=cpu"],
                           capture_output=True, text=True, timeout=300)
+
+
+TINY_FIG2 = ["dataset.n_train=60", "hydra.launcher.n_jobs=1"]
 
 
 def test_a_tiny_queue_runs_collects_and_skips_on_the_second_pass(tmp_path):
@@ -36,3 +42,46 @@ def test_a_tiny_queue_runs_collects_and_skips_on_the_second_pass(tmp_path):
     spent = campaign(queue, tmp_path / "results", minutes=0)
     assert "not started (budget spent)" in spent.stdout
     assert (tmp_path / "results" / "campaign.log").read_text().count("# ") == 3
+
+
+def test_a_fresh_machine_restores_the_archived_runs_instead_of_training_them(tmp_path):
+    queue = tmp_path / "queue.yaml"
+    queue.write_text(yaml.safe_dump([{"experiment": "lillicrap_fig2", "minutes": 1,
+                                      "overrides": [*TINY_FIG2, "rule=fa,bp", "seed=range(2)"]}]))
+    results = tmp_path / "results"
+    first = campaign(queue, results, 4, "--runs", str(tmp_path / "machine_a"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "runs restored 0, newly archived 4" in first.stdout, first.stdout
+    archive = results / "lillicrap_fig2" / "runs"
+    archived = sorted(archive.rglob("summary.json"))
+    assert len(archived) == 4 and not list(archive.rglob("checkpoint*")) and not list(archive.rglob(".lock"))
+    before = {p.relative_to(archive): p.read_text() for p in archived}
+
+    second = campaign(queue, results, 4, "--runs", str(tmp_path / "machine_b"),  # machine_a is gone
+                      "--mirror", str(tmp_path / "out"))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "runs restored 4, newly archived 0" in second.stdout, second.stdout
+    swept = tmp_path / "machine_b" / "lillicrap_fig2"
+    after = {p.relative_to(swept): p.read_text() for p in sorted(swept.rglob("summary.json"))}
+    assert after == before  # skipped as finished: not one summary was rewritten by training
+    runs = pd.read_csv(results / "lillicrap_fig2" / "runs.csv")
+    assert len(runs) == 4 and set(runs["status"]) == {"completed"}  # collected with the restored runs
+    mirrored = tmp_path / "out" / "lillicrap_fig2"  # what a lent machine hands back
+    assert (mirrored / "runs.csv").read_text() == (results / "lillicrap_fig2" / "runs.csv").read_text()
+    assert len(list((mirrored / "runs").rglob("summary.json"))) == 4 and (tmp_path / "out" / "campaign.log").is_file()
+
+
+def test_a_sweep_the_budget_stops_is_collected_and_its_finished_runs_archived(tmp_path):
+    queue = tmp_path / "queue.yaml"
+    # fa finishes at once; node perturbation, run after it (one job at a time), cannot finish in the budget
+    queue.write_text(yaml.safe_dump([{"experiment": "lillicrap_fig2", "minutes": 1, "overrides": [
+        "hydra.launcher.n_jobs=1", "rule=fa,node_perturbation", "seed=range(1)",
+        "+per_rule.fa.dataset.n_train=60", "+per_rule.node_perturbation.trainer.epochs=1000"]}]))
+    results = tmp_path / "results"
+    out = campaign(queue, results, 1, "--grace", "15", "--runs", str(tmp_path / "runs"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "stopped at the budget" in out.stdout and "newly archived 1" in out.stdout, out.stdout
+    status = pd.read_csv(results / "lillicrap_fig2" / "runs.csv").set_index("rule")["status"].to_dict()
+    assert status == {"fa": "completed", "node_perturbation": "interrupted"}
+    archived = [p.parent.name for p in (results / "lillicrap_fig2" / "runs").rglob("summary.json")]
+    assert len(archived) == 1 and archived[0].startswith("fa_seed0_")  # the interrupted run stays behind
