@@ -255,6 +255,8 @@ def write_scorecard(results_dir: Path | str, out: Path | str | None = None, comm
             budget = budget_text(meta)
         if claim.get("budget_note") and budget:
             budget += f"; **below the paper's budget**: {claim['budget_note']}"
+        if claim.get("finding") and budget:  # measured at the paper's budget: the cause is not the budget
+            budget += f"; **at the paper's budget, why ours differs**: {claim['finding']}"
         rows.append(f"| {claim['id']} | {exp} | {claim['source']} | {claim['paper']} | {ours} | {verdict} | "
                     f"{claim['reason']} | {budget} |")
     passed = sum("| pass |" in r for r in rows)

@@ -145,3 +145,19 @@ def test_committed_results_redraw_byte_for_byte(tmp_path):
         committed = REPO / "results" / path.relative_to(tmp_path / "results")
         assert committed.is_file(), f"{committed} is drawn but not committed"
         assert path.read_bytes() == committed.read_bytes(), f"{committed} differs from what make figures draws"
+
+
+def test_a_cause_found_at_the_papers_budget_is_not_called_a_short_run(tmp_path, monkeypatch):
+    # budget_note: the run is below the paper's budget; finding: it ran at it, and this is why ours differs
+    from fa_bench import scorecard
+
+    shutil.copytree(REPO / "results" / "nokland_ifa", tmp_path / "nokland_ifa")
+    base = {"experiment": "nokland_ifa", "source": "s", "paper": "p", "reason": "r",
+            "check": {"kind": "below", "select": {"rule": "ifa"}, "metric": "train/error", "threshold": 0.05}}
+    monkeypatch.setattr(scorecard, "load_claims", lambda: [{**base, "id": "short", "budget_note": "one epoch"},
+                                                           {**base, "id": "found", "finding": "no lr given"}])
+    rows = {line.split(" | ")[0][2:]: line for line in write_scorecard(tmp_path).read_text().splitlines()
+            if line.startswith("| short |") or line.startswith("| found |")}
+    assert "**below the paper's budget**: one epoch" in rows["short"] and "why ours differs" not in rows["short"]
+    assert "**at the paper's budget, why ours differs**: no lr given" in rows["found"]
+    assert "below the paper's budget" not in rows["found"]
