@@ -18,7 +18,6 @@ the budget interrupted start again there (their checkpoints stay on the machine 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -29,9 +28,11 @@ from pathlib import Path
 
 import yaml
 
+from fa_bench.collect import find_runs
+from fa_bench.run_folder import RunFolder
+
 REPO = Path(__file__).resolve().parents[1]
 GRACE_S = 60  # default --grace: after SIGTERM, time for the runs to write their checkpoints and summaries
-FINISHED = ("completed", "diverged")  # fa_bench.run_folder.FINISHED: what a re-run skips
 NOT_ARCHIVED = ("checkpoint", ".lock")  # name prefixes left behind: machine-local, large or transient
 
 
@@ -56,47 +57,27 @@ def sweep_dir_of(item: dict, runs: Path) -> tuple[Path, list[str]]:
     return folder, [f"hydra.sweep.dir={folder}"]
 
 
-def _finished(summary: Path) -> bool:
-    try:
-        return json.loads(summary.read_text()).get("status") in FINISHED
-    except (OSError, ValueError):
-        return False  # absent, being written, or broken: not finished as far as a re-run is concerned
-
-
 def _finished_runs(root: Path) -> list[Path]:
-    """Run folders under ``root`` whose summary.json says completed or diverged."""
-    return [p.parent for p in sorted(root.rglob("summary.json")) if _finished(p)] if root.is_dir() else []
+    """Run folders under ``root`` that a re-run would skip (fa_bench.run_folder: completed or diverged)."""
+    return [d for d in find_runs(root) if RunFolder(d).finished()] if root.is_dir() else []
 
 
-def _copy_records(src: Path, dest: Path):
-    """A run folder's records (and Hydra's .hydra/), without checkpoints or locks."""
-    for path in src.rglob("*"):
-        rel = path.relative_to(src)
-        if path.is_file() and not any(part.startswith(NOT_ARCHIVED) for part in rel.parts):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dest / rel)
-
-
-def restore(archive: Path, sweep_dir: Path) -> int:
-    """Put the archived finished runs back into the sweep folder (those it does not hold finished)."""
-    restored = 0
-    for run in _finished_runs(archive):
-        target = sweep_dir / run.relative_to(archive)
-        if not _finished(target / "summary.json"):
-            _copy_records(run, target)
-            restored += 1
-    return restored
-
-
-def archive_finished(sweep_dir: Path, archive: Path) -> int:
-    """Copy the sweep folder's finished runs into the archive (those it does not hold yet)."""
-    archived = 0
-    for run in _finished_runs(sweep_dir):
-        target = archive / run.relative_to(sweep_dir)
-        if not _finished(target / "summary.json"):
-            _copy_records(run, target)
-            archived += 1
-    return archived
+def copy_finished(src: Path, dest: Path) -> int:
+    """Copy the finished runs under ``src`` that ``dest`` does not hold finished to the same place under
+    ``dest``: their records and Hydra's .hydra/, without checkpoints or locks. Archives a sweep folder's
+    runs, and restores an archive into a sweep folder; returns how many runs it copied."""
+    copied = 0
+    for run in _finished_runs(src):
+        target = dest / run.relative_to(src)
+        if RunFolder(target).finished():
+            continue
+        for path in run.rglob("*"):
+            rel = path.relative_to(run)
+            if path.is_file() and not any(part.startswith(NOT_ARCHIVED) for part in rel.parts):
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target / rel)
+        copied += 1
+    return copied
 
 
 def collect_stopped(item: dict, sweep_dir: Path, results: Path) -> str:
@@ -118,7 +99,7 @@ def run_item(item: dict, results: Path, seconds_left: float, extra: list[str], r
     runs restored from and archived into ``<results>/<experiment>/runs/`` (see the module docstring)."""
     sweep_dir, where = sweep_dir_of(item, runs)
     archive = results / item["experiment"] / "runs"
-    restored = restore(archive, sweep_dir)
+    restored = copy_finished(archive, sweep_dir)
     command = [sys.executable, "-m", "fa_bench.cli", "-m", f"experiment={item['experiment']}",
                f"results_dir={results}", "trainer.progress=false", *where, *item["overrides"], *extra]
     start = time.monotonic()
@@ -126,7 +107,7 @@ def run_item(item: dict, results: Path, seconds_left: float, extra: list[str], r
                             start_new_session=True)  # its own process group: SIGTERM reaches every worker
     try:
         out, _ = proc.communicate(timeout=max(seconds_left, 1))
-        outcome = "finished" if proc.returncode == 0 else f"exit {proc.returncode}"
+        outcome, stopped = ("finished" if proc.returncode == 0 else f"exit {proc.returncode}"), False
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -134,12 +115,12 @@ def run_item(item: dict, results: Path, seconds_left: float, extra: list[str], r
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
-        outcome = "stopped at the budget (checkpointed here; run the queue again to resume)"
+        outcome, stopped = "stopped at the budget (checkpointed here; run the queue again to resume)", True
     lines = [line for line in (out or "").splitlines() if "completed" in line or "failed" in line]
     sweep_line = lines[-1].strip() if lines else "no sweep line"
-    if outcome.startswith("stopped"):
+    if stopped:
         sweep_line = collect_stopped(item, sweep_dir, results)
-    archived = archive_finished(sweep_dir, archive)
+    archived = copy_finished(sweep_dir, archive)
     return (f"{outcome}; {sweep_line}; runs restored {restored}, newly archived {archived}",
             time.monotonic() - start)
 
