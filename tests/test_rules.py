@@ -794,3 +794,30 @@ def test_unknown_output_layer(rule):
     with pytest.raises(ValueError, match="converted") as err:
         fa_bench.convert(mlp([3, 4, 2]), rule, output_layer="nope")
     assert "output_layer" in str(err.value) and "'0'" in str(err.value) and "'2'" in str(err.value)
+
+
+@pytest.mark.parametrize("rule", ["usf", "frsf", "brsf", "usf_init", "usf_sn"])
+def test_sign_concordant_refresh_rebuilds_exactly_the_stale_feedback(rule, monkeypatch):
+    """The probe's refresh: after an optimizer step every B follows the new W; with W unchanged since B
+    was built (the probe's own rule pass) nothing is rebuilt, and a deferred B is built when read."""
+    model = converted(mlp([5, 6, 4, 3]), rule)
+    x, _ = class_batch(4, (5,), 3)
+    model(x)
+    flip_all_weight_signs(model)
+    layers = converted_layers(model)
+    instance = layers[0][1].rule
+    for _, layer in layers:
+        instance.refresh(layer)
+    for name, layer in layers:
+        W, B = layer.weight.detach(), layer.feedback_weight
+        assert torch.equal(torch.sign(B), torch.sign(W)), f"layer {name}: B kept the old signs"
+    calls = []
+    monkeypatch.setattr(type(instance), "rebuild", lambda self, layer: calls.append(layer))
+    model(x)  # rebuilds the B of every layer that sends an error down, from this W
+    for _, layer in layers:
+        instance.refresh(layer)
+    assert calls == [], "refresh rebuilt a B that was built from the current W"
+    flip_all_weight_signs(model)
+    for _, layer in layers[1:]:
+        instance.refresh(layer)
+    assert calls == [layer for _, layer in layers[1:]], "refresh skipped a B whose W had changed"

@@ -8,6 +8,17 @@ from fa_bench.rules.base import Rule, draw_feedback, register, set_feedback
 from fa_bench.seeding import DeviceStreams
 
 
+def _version_of(layer):
+    """Which W a B is built from: the Parameter itself (a layer given a new one is stale whatever its
+    counter says) and its in-place version counter."""
+    return layer.weight, layer.weight._version
+
+
+def _is_current(layer) -> bool:
+    built = layer.__dict__.get("_built_from")
+    return built is not None and built[0] is layer.weight and built[1] == layer.weight._version
+
+
 class _SignConcordant(Rule):
     """B = M ∘ sign(W), recomputed from the current W at every training forward pass.
 
@@ -19,6 +30,10 @@ class _SignConcordant(Rule):
     its B is not built in the pass (on a 784-1000-10 MLP that build was the whole cost of usf over
     fa): it is built when read (``layer.feedback_weight``: the probe, state_dict), from the W of that
     moment (LayerBackward.unsent_feedback, FeedbackLayer.__getattr__).
+
+    Each built B remembers the version of W it was built from (``W._version``, which every in-place
+    change of W bumps: the optimizer step, load_state_dict), so ``refresh`` rebuilds only a B that is
+    stale: the probe reads every B after a step, and its own rule pass has just rebuilt most of them.
     """
 
     def magnitude(self, layer):
@@ -33,7 +48,9 @@ class _SignConcordant(Rule):
         if magnitude is not None:
             B.mul_(magnitude)
         layer._buffers["feedback_weight"] = B
-        layer.__dict__["_deferred"] = None  # this B is the layer's now (a dict write: no Module.__setattr__)
+        # this B is the layer's now, and of this W (dict writes: no Module.__setattr__)
+        layer.__dict__["_deferred"] = None
+        layer.__dict__["_built_from"] = _version_of(layer)
         return B
 
     def unsent_feedback(self, layer):
@@ -44,6 +61,13 @@ class _SignConcordant(Rule):
         self.feedback_matrix(layer)
 
     def refresh(self, layer):
+        if layer.__dict__.get("_deferred") is self or _is_current(layer):
+            return  # B is the one of this W already, or will be when read (build_deferred)
+        self.rebuild(layer)
+        layer.__dict__["_built_from"] = _version_of(layer)
+
+    def rebuild(self, layer):
+        """B from the current W, keeping its magnitude."""
         layer.feedback_weight.copy_(layer.feedback_weight.abs() * torch.sign(layer.weight.detach()))
 
 
@@ -56,7 +80,7 @@ class USF(_SignConcordant):
     def magnitude(self, layer):
         return None  # |B| = 1: sign(W) alone
 
-    def refresh(self, layer):
+    def rebuild(self, layer):
         layer.feedback_weight.copy_(torch.sign(layer.weight.detach()))
 
 
@@ -165,7 +189,7 @@ class USFInit(_SignConcordant):
     def magnitude(self, layer):
         return layer.feedback_magnitude
 
-    def refresh(self, layer):
+    def rebuild(self, layer):
         # from the stored |B₀|, not from |B|: where W was exactly 0 at the last forward, B was 0 too
         layer.feedback_weight.copy_(layer.feedback_magnitude * torch.sign(layer.weight.detach()))
 
@@ -185,12 +209,14 @@ class USFSN(_SignConcordant):
     def magnitude(self, layer):
         W = layer.weight.detach()
         dims = tuple(range(1 if self.seeds is not None else 0, W.dim()))
-        # ‖sign W‖ = √(nonzero count); clamped so an all-zero W gives B = 0, not 0/0 (no host sync)
-        sign_norm = torch.linalg.vector_norm(torch.sign(W), dim=dims, keepdim=True).clamp_min(1)
-        return torch.linalg.vector_norm(W, dim=dims, keepdim=True) / sign_norm
+        # ‖sign W‖ = √(nonzero count), counted without building sign(W) (a pass over W fewer); clamped so an
+        # all-zero W gives B = 0, not 0/0 (no host sync)
+        nonzero = torch.count_nonzero(W, dim=dims).clamp_min(1).to(W.dtype)
+        norm = torch.linalg.vector_norm(W, dim=dims, keepdim=True)
+        return norm / nonzero.sqrt().view(norm.shape)
 
     def init_layer(self, layer, generator, input_shape):
         set_feedback(layer, torch.sign(layer.weight.detach()) * self.magnitude(layer))
 
-    def refresh(self, layer):
+    def rebuild(self, layer):
         layer.feedback_weight.copy_(torch.sign(layer.weight.detach()) * self.magnitude(layer))
