@@ -43,13 +43,14 @@ def draw_feedback(shape, init: str, scale: float | None, generator: torch.Genera
     fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
     mult = 1.0 if scale is None else float(scale)
     if init == "normal":
-        return torch.randn(shape, generator=generator, device=generator.device) * mult
+        R = torch.randn(shape, generator=generator, device=generator.device)
+        return R if scale is None else R.mul_(mult)  # in place: brsf draws a B's worth every step
     bounds = {"uniform": mult,  # U[-scale, scale]: Lillicrap's B
               "kaiming_uniform": mult / math.sqrt(fan_in),  # nn.Linear's own W: U(±1/√fan_in)
               "fan_out_uniform": mult / math.sqrt(fan_out)}  # Nøkland 2016: U(±1/√fan_out)
     if init not in bounds:
         raise ValueError(f"unknown feedback init {init!r}; valid: {', '.join(FEEDBACK_INITS)}")
-    return (torch.rand(shape, generator=generator, device=generator.device) * 2 - 1) * bounds[init]
+    return torch.rand(shape, generator=generator, device=generator.device).mul_(2).sub_(1).mul_(bounds[init])
 
 
 def set_feedback(layer: nn.Module, value: torch.Tensor, learn: bool = False, name: str = "feedback_weight"):

@@ -117,7 +117,7 @@ class BRSF(_SignConcordant):
         init, scale = self.opts["init"], self.opts["scale"]
         R = self.random_tensor(lambda shape, g: draw_feedback(shape, init, scale, g), W.shape, W.device,
                                streams=self._read_streams if self._reading else None)
-        return R.abs().to(W.dtype)
+        return R.abs_().to(W.dtype)
 
     _reading = False
 
