@@ -100,6 +100,20 @@ def column_claims(entry: dict, tables: dict | None = None) -> list[dict]:
     return claims
 
 
+def with_findings(entry: dict, claims: list[dict]) -> list[dict]:
+    """A generated table's ``findings: {<field>: <cause>}`` (the field: its claim id less ``id_prefix``)
+    set on those claims; a field the table does not have is an error, not a finding that never shows."""
+    findings = entry.get("findings") or {}
+    by_field = {c["id"].removeprefix(entry["id_prefix"]): c for c in claims}
+    unknown = sorted(set(findings) - set(by_field))
+    if unknown:
+        raise ValueError(f"claims.yaml, {entry.get('table_claims') or entry.get('column_claims')}: findings for "
+                         f"fields the table does not have: {unknown}; its fields: {', '.join(by_field)}")
+    for field, cause in findings.items():
+        by_field[field]["finding"] = cause
+    return claims
+
+
 def load_claims() -> list[dict]:
     """claims.yaml's claims in its order, with each `table_claims:` / `column_claims:` entry expanded in
     place."""
@@ -107,9 +121,9 @@ def load_claims() -> list[dict]:
     claims = []
     for entry in entries:
         if "table_claims" in entry:
-            claims += table_claims(entry)
+            claims += with_findings(entry, table_claims(entry))
         elif "column_claims" in entry:
-            claims += column_claims(entry)
+            claims += with_findings(entry, column_claims(entry))
         else:
             claims.append(_resolve(entry))
     return claims

@@ -161,3 +161,16 @@ def test_a_cause_found_at_the_papers_budget_is_not_called_a_short_run(tmp_path, 
     assert "**below the paper's budget**: one epoch" in rows["short"] and "why ours differs" not in rows["short"]
     assert "**at the paper's budget, why ours differs**: no lr given" in rows["found"]
     assert "below the paper's budget" not in rows["found"]
+
+
+def test_a_generated_table_field_carries_its_finding_and_a_misspelt_field_stops():
+    from fa_bench.scorecard import table_claims, with_findings
+
+    entry = {"table_claims": "nokland2016/nokland_table1", "id_prefix": "nokland_t1_", "source": "s", "min_tol": 0.3,
+             "reason": "r", "findings": {"7x240_tanh_fa": "saturates"}}
+    claims = {c["id"]: c for c in with_findings(entry, table_claims(entry))}
+    assert claims["nokland_t1_7x240_tanh_fa"]["finding"] == "saturates"
+    assert "finding" not in claims["nokland_t1_7x240_tanh_bp"]
+    entry["findings"] = {"7x240_tanh_fb": "typo"}
+    with pytest.raises(ValueError, match=r"7x240_tanh_fb.*its fields: .*7x240_tanh_fa"):
+        with_findings(entry, table_claims(entry))
