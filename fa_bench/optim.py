@@ -11,13 +11,13 @@ class SGD(torch.optim.SGD):
     """torch.optim.SGD, stepped without torch.optim's per-call machinery where its plain loop applies.
 
     The arithmetic is torch's single-tensor SGD op for op (weight decay, momentum, dampening, Nesterov,
-    maximize), so the numbers and the state_dict are bitwise torch.optim.SGD's (tests/test_trainer.py
+    maximize), so the numbers and the state_dict are bitwise torch.optim.SGD's (tests/test_optim.py
     checks trajectories and checkpoints against it). What is left out is the wrapper every torch.optim
     step runs: a profiler record and two torch._dynamo graph breaks per step (tens of µs: a few % of a
     small MLP's step) and, at the first step, the import of torch._dynamo (1-2 s in every process,
     so in every joblib worker of a sweep). Anything the plain loop does not cover (a closure, foreach
-    or fused kernels, which torch picks by default for CUDA tensors, a tensor lr, sparse gradients, a
-    GradScaler's grad_scale, differentiable=True, step hooks) goes to torch's own step. Building it,
+    or fused kernels, which torch picks by default for CUDA tensors, a tensor lr, a GradScaler's
+    grad_scale, differentiable=True, step hooks) goes to torch's own step. Building it,
     checkpointing it and zeroing it likewise skip the torch._disable_dynamo wrappers, whose first call
     is that import: nothing here runs under torch.compile."""
 
@@ -59,16 +59,16 @@ class SGD(torch.optim.SGD):
     step.hooked = True  # Optimizer.__init__ wraps a step without this mark in its profiler record
 
     def _plain_loop(self) -> bool:
-        if getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None:
-            return False
-        if self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks:
+        # read every step (hooks, lr or devices may change), so a few lookups per group, not per parameter
+        if self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or \
+                getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None:
             return False
         for group in self.param_groups:
             if group["foreach"] or group["fused"] or group["differentiable"] or isinstance(group["lr"], torch.Tensor):
                 return False
-            for p in group["params"]:
-                if p.grad is not None and (p.grad.is_sparse or p.device.type != "cpu" and group["foreach"] is None):
-                    return False  # torch defaults to foreach kernels off the CPU: its own step then
+            params = group["params"]
+            if params and group["foreach"] is None and params[0].device.type != "cpu":
+                return False  # torch defaults to foreach kernels off the CPU: its own step then
         return True
 
 

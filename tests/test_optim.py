@@ -88,3 +88,16 @@ def test_sgd_never_imports_torch_dynamo():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_sgd_sparse_gradients_as_torch():
+    def run(cls):
+        torch.manual_seed(0)
+        emb = torch.nn.Embedding(10, 4, sparse=True)
+        opt = cls(emb.parameters(), lr=0.1)
+        for idx in ([1, 2, 2], [3, 1], [9]):
+            opt.zero_grad()
+            emb(torch.tensor(idx)).pow(2).sum().backward()
+            opt.step()
+        return emb.weight.detach()
+    assert torch.equal(run(SGD), run(torch.optim.SGD))
