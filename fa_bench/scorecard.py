@@ -195,7 +195,7 @@ def score(claim: dict, curves: pd.DataFrame) -> tuple[str, str]:
         return _fmt(vals), "pass" if ok else "FAIL"
     if kind == "less":
         a = _per_seed(curves, c["a"], c["metric"], c.get("at", "end"), c.get("scale", 1.0))
-        b = _per_seed(curves, c["b"], c["metric"], c.get("at", "end"), c.get("scale", 1.0))
+        b = _per_seed(curves, c["b"], c.get("metric_b", c["metric"]), c.get("at", "end"), c.get("scale", 1.0))
         if a.empty or b.empty:
             return "no data", "no data"
         ok = a.mean() < b.mean() + c.get("margin", 0.0)

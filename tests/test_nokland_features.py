@@ -286,3 +286,26 @@ def test_bad_whitening_settings_are_named(tmp_path):
         load_dataset("cifar10", root=str(tmp_path), download=False, whiten="pca")
     with pytest.raises(ConfigError, match="whiten"):
         resolve_config(compose_config(["dataset=cifar10", "+dataset.whitening=zca"]))
+
+
+def test_fig3_separation_measures_are_the_panels_knn_accuracy(tmp_path):
+    """measures.csv (what the Fig. 3 claims read): per rule and feature, the 5-NN accuracy of that
+    panel's embedded points: 100 % for classes in far-apart clumps, near chance for shuffled labels."""
+    import pandas as pd
+
+    from fa_bench.figures.nokland import separation
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 25)
+    clumps = rng.normal(size=(100, 2)) * 0.1 + labels[:, None] * 10.0
+    rows = []
+    for feature, (xy, lab) in enumerate([(clumps, labels), (clumps, rng.permutation(labels))]):
+        rows.append(pd.DataFrame({"rule": "dfa", "source": "k", "feature": feature, "point": np.arange(100),
+                                  "x": xy[:, 0], "y": xy[:, 1], "label": lab}))
+    (tmp_path / "activations").mkdir()
+    (tmp_path / "activations" / "dfa_seed3.npz").write_bytes(b"")
+    measures = pd.read_csv(separation(tmp_path, pd.concat(rows, ignore_index=True)), dtype={"layer": str})
+    got = measures.set_index("layer")["value"]
+    assert got["0"] == 100.0
+    assert got["1"] < 50.0
+    assert set(measures["seed"]) == {3} and set(measures["name"]) == {"tsne_knn_accuracy"}

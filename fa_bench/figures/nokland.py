@@ -284,17 +284,37 @@ def embeddings(folder: Path) -> pd.DataFrame:
     return table
 
 
+def separation(folder: Path, table: pd.DataFrame) -> Path:
+    """measures.csv: each embedded panel's leave-one-out 5-NN digit accuracy (%), as curve rows (split
+    test, name tsne_knn_accuracy, layer = the feature: 0 the input, k hidden layer k) for the
+    scorecard's Fig. 3 claims: the number each panel's title shows."""
+    from fa_bench.tsne import knn_accuracy
+
+    seeds = {rule: int(ACTIVATIONS.match(path.stem)["seed"]) for rule, path in _activation_files(folder).items()}
+    rows = []
+    for (rule, feature), df in table.groupby(["rule", "feature"]):
+        df = df.sort_values("point")
+        rows.append({"step": 0, "epoch": 0, "examples": 0, "split": "test", "name": "tsne_knn_accuracy",
+                     "layer": str(int(feature)), "value": round(knn_accuracy(df[["x", "y"]].to_numpy(),
+                                                                             df["label"].to_numpy()), 4),
+                     "rule": rule, "seed": seeds.get(rule, 0), "setting": "", "status": "completed", "commit": ""})
+    path = Path(folder) / "measures.csv"
+    atomic.to_csv(pd.DataFrame(rows), path, index=False)
+    return path
+
+
 @figure("nokland_fig3")
 def fig3(folder: Path) -> list[Path]:
     """Rows: BP, DFA (and any other rule found); columns: test images, hidden layers 1..3; colour: class.
-    Each panel's title gives the leave-one-out 5-nearest-neighbour accuracy in the embedding."""
-    from fa_bench.tsne import knn_accuracy
-
+    Each panel's title gives the leave-one-out 5-nearest-neighbour accuracy in the embedding (also
+    written to measures.csv for the scorecard)."""
     table = embeddings(folder)
     if table.empty:
         log.warning("%s: no activations/<rule>_seed<k>.npz (runs with save_activations, collected): "
                     "Fig. 3 not drawn", folder)
         return []
+    measures = separation(folder, table)
+    accuracy = read_table(measures).set_index(["rule", "layer"])["value"]
     rules = [r for r in ("bp", "dfa") if r in set(table["rule"])] + sorted(set(table["rule"]) - {"bp", "dfa"})
     n_cols = int(table["feature"].max()) + 1
     fig, axes = plt.subplots(len(rules), n_cols, figsize=(3 * n_cols, 3 * len(rules) + 0.3), squeeze=False)
@@ -307,10 +327,10 @@ def fig3(folder: Path) -> list[Path]:
                 continue
             ax.scatter(df["x"], df["y"], c=df["label"], cmap="tab10", vmin=-0.5, vmax=9.5, s=2, lw=0)
             where = "input images" if c == 0 else f"hidden layer {c}"
-            acc = knn_accuracy(df[["x", "y"]].to_numpy(), df["label"].to_numpy())
+            acc = accuracy[(rule, str(c))]
             ax.set_title(f"{RULE_STYLE.get(rule, {}).get('label', rule)}: {where}\n5-NN accuracy {acc:.1f} %",
                          fontsize=8)
     n_points = int(table.groupby(["rule", "feature"]).size().max())
-    return _save(fig, folder, "fig3.png",
+    return [measures] + _save(fig, folder, "fig3.png",
                  f"; one seed per rule; t-SNE of the first {n_points} test images (perplexity {TSNE['perplexity']:g}, "
                  f"{TSNE['n_iter']} iterations, PCA to 50 dims first), colour: digit class")
