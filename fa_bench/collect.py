@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from fa_bench import atomic
+from fa_bench.config import NOT_IN_RUN_KEY
 
 # identify each curve row's run; the rest of the run's record (budget, device, ...) is in runs.csv
 CURVE_RUN_COLUMNS = ["rule", "seed", "setting", "status", "commit"]
@@ -152,9 +153,17 @@ def _overrides(run_dir: Path) -> dict[str, str]:
     return dict(o.lstrip("+~").split("=", 1) for o in overrides if isinstance(o, str) and "=" in o)
 
 
+def _alters_the_run(key: str) -> bool:
+    """Whether an override changes what trains (the run key's view, fa_bench.config.run_key): where the
+    results go or whether a progress bar shows does not, so runs of two sweeps that differ only there
+    still share a cell."""
+    return key.split(".")[0] not in NOT_IN_RUN_KEY and key != "trainer.progress"
+
+
 def _settings(overrides: list[dict]) -> list[str]:
-    """Each run's cell: the overrides (other than rule and seed) whose values differ across the runs."""
-    keys = {k for o in overrides for k in o} - {"rule", "seed", "seeds"}
+    """Each run's cell: the overrides (other than rule and seed, and those that do not alter the run)
+    whose values differ across the runs."""
+    keys = {k for o in overrides for k in o if _alters_the_run(k)} - {"rule", "seed", "seeds"}
     varying = sorted(k for k in keys if len({o.get(k) for o in overrides}) > 1)
     return [",".join(f"{k}={o[k]}" for k in varying if k in o) for o in overrides]
 

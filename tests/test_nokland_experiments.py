@@ -288,7 +288,7 @@ def test_table1_claims_select_our_settings(tmp_path):
 def test_every_nokland_claim_names_a_nokland_experiment():
     claims = [c for c in load_claims() if c["experiment"].startswith("nokland_")]
     assert {c["experiment"] for c in claims} == {"nokland_table1", "nokland_table2", "nokland_table3",
-                                                "nokland_fig2", "nokland_ifa"}
+                                                "nokland_fig2", "nokland_fig3", "nokland_ifa"}
     for c in claims:
         assert (CONF / "experiment" / f"{c['experiment']}.yaml").is_file()
         cell = c["check"].get("select", {}).get("setting", "").removeprefix("cell=")
@@ -362,13 +362,14 @@ def test_fig3_embeds_every_layer_and_reuses_its_cache(tmp_path, monkeypatch):
         save_activations(model, torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(labels),
                          folder / "activations" / f"{rule}_seed0.npz")
     monkeypatch.setattr("fa_bench.figures.nokland.TSNE", dict(perplexity=10.0, n_iter=300, seed=0))
-    (png,) = make_figure("nokland_fig3", tmp_path)
+    measures, png = make_figure("nokland_fig3", tmp_path)
     assert png.stat().st_size > 20_000
+    assert set(pd.read_csv(measures)["layer"]) == {0, 1, 2, 3}  # every panel's separation, for the scorecard
     table = pd.read_csv(folder / "tsne.csv")
     assert set(table["rule"]) == {"bp", "dfa"} and set(table["feature"]) == {0, 1, 2, 3}
     assert len(table) == 2 * 4 * 80
     monkeypatch.setattr("fa_bench.tsne.tsne", lambda *a, **k: pytest.fail("the cached embedding was recomputed"))
-    assert make_figure("nokland_fig3", tmp_path) == [png]
+    assert make_figure("nokland_fig3", tmp_path) == [measures, png]
 
 
 def test_fig3_without_activations_draws_nothing(tmp_path, caplog):

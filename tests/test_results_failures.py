@@ -287,3 +287,20 @@ def test_a_sweep_with_a_failed_job_exits_non_zero_with_one_line(tmp_path, xs, co
     assert line in (proc.stderr if code else proc.stdout).splitlines(), proc.stdout + proc.stderr
     runs = read_table(tmp_path / "sweep" / "results" / "tiny" / "runs.csv")  # under the sweep's own folder
     assert sorted(runs["status"]) == sorted(["completed"] * (len(xs.split(",")) - code) + ["failed"] * code)
+
+
+def test_runs_of_two_sweeps_share_a_cell_whatever_their_results_dir(tmp_path):
+    """Cells are the overrides that alter the run: two sweeps collected together that differ in where
+    their results went, or in the progress bar, are not split into cells by it (the run key ignores them
+    too); an override that does alter the run still names the cell."""
+    sweep = tmp_path / "sweep"
+    for i, (cell, extra) in enumerate([("nokland_1x800_tanh", ["results_dir=/a", "trainer.progress=False"]),
+                                       ("nokland_2x800_relu", ["results_dir=/b"]),
+                                       ("nokland_2x800_relu", ["results_dir=/b", "optimizer.lr=0.1"])]):
+        run = sweep / f"fa_seed0_{i}"
+        _hydra(run, ["rule=fa", f"cell={cell}", "seed=0", *extra])
+        _summary(run, rule="fa", cell=cell)
+    collect(sweep, tmp_path / "out", experiment="nokland_table1")
+    runs = read_table(tmp_path / "out" / "runs.csv")
+    assert sorted(runs["setting"]) == ["cell=nokland_1x800_tanh", "cell=nokland_2x800_relu",
+                                       "cell=nokland_2x800_relu,optimizer.lr=0.1"]
