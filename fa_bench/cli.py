@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from fa_bench.config import conf_dir  # also registers the run_key resolver the run folders use
 from fa_bench.data.errors import DataConfigError, DataCorruptError, DataFileNotFoundError
-from fa_bench.distributed import from_environment
+from fa_bench.distributed import from_environment, shutdown
 from fa_bench.errors import ConfigError, RunFolderBusy
 from fa_bench.interrupts import RunInterrupted
 from fa_bench.run import run, run_seeds
@@ -66,7 +66,10 @@ def main():
         check_experiment_yaml(sys.argv[1:])
     except ConfigError as err:
         raise SystemExit(f"fa-run: {err}") from None
-    return _main()
+    try:
+        return _main()
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":

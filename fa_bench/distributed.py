@@ -66,6 +66,15 @@ def from_environment(device: torch.device | None = None) -> Dist:
     return Dist(rank=dist.get_rank(), world=dist.get_world_size())
 
 
+def shutdown():
+    """Leave the process group before the interpreter exits. Without it gloo's worker threads can
+    outlive Python's finalisation and abort the process at exit ("terminate called without an active
+    exception", pytorch/pytorch#190489): a run that had finished and written everything then reports
+    failure to torchrun. Local, no collective: safe after a rank failed too."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def local_device(name: str) -> str:
     """Under torchrun each process takes the GPU of its LOCAL_RANK."""
     if name in ("auto", "cuda") and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:

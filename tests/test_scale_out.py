@@ -89,3 +89,20 @@ def test_ddp_streams_each_rank_its_share_of_an_image_tree(tree, tmp_path):
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["examples"] == 2 * 36 and summary["processes"] == 2
     assert "test/top5_error" in summary["final"]
+
+
+def test_fa_run_leaves_the_process_group_on_every_exit(tmp_path, monkeypatch):
+    # a process that exits with gloo still up can abort after its run finished (pytorch#190489)
+    import torch.distributed as dist
+
+    import fa_bench.cli as cli
+
+    def failing_main():
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        raise SystemExit(1)
+
+    monkeypatch.setattr(cli, "_main", failing_main)
+    monkeypatch.setattr(sys, "argv", ["fa-run"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert not dist.is_initialized()
