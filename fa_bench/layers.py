@@ -29,6 +29,9 @@ class _FeedbackFn(torch.autograd.Function):
             return None, None, None, None, None, None
         x, feedback = ctx.saved_tensors
         layer, rule = ctx.layer, ctx.rule
+        if layer.exact_bp and rule is not EXACT_BACKPROP:
+            # the probe's second backward through the rule's own forward (AlignmentProbe.shares_forward)
+            rule, feedback = EXACT_BACKPROP, layer.weight.detach()
         x_dtype, fb_dtype = x.dtype, None if feedback is None else feedback.dtype
         # under autocast the forward ran in lower precision: the backward stays in it
         x = _as(x, grad_out.dtype)
@@ -58,7 +61,9 @@ class FeedbackLayer(nn.Module):
     """
 
     rule = None  # set by fa_bench.convert
-    exact_bp = False  # the probe flips this to ask for the true gradient on the same forward pass
+    # the probe and the FGSM attack flip this to ask for the true gradient: read by the forward (which
+    # then runs as backprop) and by the backward (a graph the rule's forward built then backpropagates)
+    exact_bp = False
     record = None
 
     def forward(self, x):

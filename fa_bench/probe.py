@@ -18,6 +18,7 @@ from torch import nn
 
 from fa_bench import metrics as M
 from fa_bench.convert import converted_layers
+from fa_bench.layers import LayerBackward
 from fa_bench.seeding import generator as seeded_generator
 from fa_bench.seeding import global_rng_state
 
@@ -77,22 +78,50 @@ class AlignmentProbe:
         self.init_sign = {n: t.to(device) for n, t in state["init_sign"].items()}
         self.flipped = {n: t.to(device) for n, t in state["flipped"].items()}
 
-    def _signals(self, x, target, exact: bool):
-        """Teaching signal at each layer's output, and each layer's weight gradient, for one pass."""
+    @property
+    def shares_forward(self) -> bool:
+        """Whether one forward pass can serve both backward passes: the rule's forward is plain
+        ``run_rule`` (the layers' own affine map), so exact backprop's forward would compute the same
+        graph, and the layers' backward switches to W when ``exact_bp`` is set (fa_bench.layers). Rules
+        that act in their forward (noise, recorded passes) get a forward each."""
+        return type(self.rule).forward is LayerBackward.forward
+
+    def _backward(self, loss, exact: bool, retain: bool):
+        """Teaching signal at each layer's output, and each layer's weight gradient, for one backward."""
         for _, layer in self.layers:
             layer.record = {}
             layer.exact_bp = exact
         try:
-            with torch.enable_grad():
-                loss = self.loss_fn(self.model(x), target).mean(-1).sum()  # per seed, as training does
-                weights = [layer.weight for _, layer in self.layers]
-                grads = torch.autograd.grad(loss, weights, allow_unused=True)
+            weights = [layer.weight for _, layer in self.layers]
+            grads = torch.autograd.grad(loss, weights, allow_unused=True, retain_graph=retain)
             deltas = [layer.record.get("delta") for _, layer in self.layers]
         finally:
             for _, layer in self.layers:
                 layer.record = None
                 layer.exact_bp = False
         return deltas, grads
+
+    def _loss(self, x, target, exact: bool):
+        for _, layer in self.layers:
+            layer.exact_bp = exact
+        try:
+            with torch.enable_grad():
+                return self.loss_fn(self.model(x), target).mean(-1).sum()  # per seed, as training does
+        finally:
+            for _, layer in self.layers:
+                layer.exact_bp = False
+
+    def _signals(self, x, target):
+        """(deltas, grads) under the rule, then under exact backprop, on the same forward pass (same
+        dropout masks, same batch statistics): one shared forward where it computes the same graph,
+        else a second forward from the same random and buffer state."""
+        with preserved_state(self.model) as restore:
+            loss = self._loss(x, target, exact=False)
+            rule_signals = self._backward(loss, exact=False, retain=self.shares_forward)
+            if not self.shares_forward:  # replay the same masks; the shared graph must keep its saved B
+                restore()
+                loss = self._loss(x, target, exact=True)
+            return rule_signals, self._backward(loss, exact=True, retain=False)
 
     def measure(self, x, target) -> list[tuple[str, str, float]]:
         """Rows of (metric name, layer name, value) of an unstacked model."""
@@ -130,10 +159,7 @@ class AlignmentProbe:
                     entries += [("neuron_angle", [f"{name}:{u[k]}" for u in units], picked[:, k], None)
                                 for k in range(len(units[0]))]
         if rule.uses_backward:
-            with preserved_state(self.model) as restore:
-                d_rule, g_rule = self._signals(x, target, exact=False)
-                restore()
-                d_bp, g_bp = self._signals(x, target, exact=True)
+            (d_rule, g_rule), (d_bp, g_bp) = self._signals(x, target)
             for i, ((name, layer), dr, db, gr, gb) in enumerate(zip(self.layers, d_rule, d_bp, g_rule, g_bp)):
                 if dr is not None and db is not None:
                     angle, ratio, sent = M.seed_delta_metrics(lead(dr), lead(db))

@@ -161,3 +161,26 @@ def test_feedback_angle_is_lansdells_angle_between_what_b_and_w_send_down():
             model[i].feedback_weight.copy_(model[i].weight)
     rows = AlignmentProbe(model, lambda o, y: 0.5 * (o - y).pow(2).sum(1)).measure(x, t)
     assert all(v == pytest.approx(0, abs=1e-4) for name, _, v in rows if name == "feedback_angle")
+
+
+@pytest.mark.parametrize("rule", sorted(r for r, cls in fa_bench.RULES.items() if cls.uses_backward))
+def test_one_shared_forward_measures_what_two_forwards_do(rule, monkeypatch):
+    """Where the probe backpropagates twice through the rule's own forward (AlignmentProbe.shares_forward),
+    every metric equals the one a separate exact-backprop forward gives, dropout and batch norm included."""
+    def measured():  # a fresh model each time: brsf's probe leaves its own draw of B bound to the layers
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Dropout(0.3), nn.Linear(8, 8),
+                            nn.Tanh(), nn.Linear(8, 4))
+        model = fa_bench.convert(net, rule)
+        x, t = torch.randn(16, 6), torch.randint(0, 4, (16,))
+        probe = AlignmentProbe(model, ce)
+        torch.manual_seed(1)
+        return probe, probe.measure(x, t)
+
+    probe, shared = measured()
+    assert probe.shares_forward == (type(probe.rule).forward is fa_bench.layers.LayerBackward.forward)
+    monkeypatch.setattr(AlignmentProbe, "shares_forward", property(lambda self: False))
+    _, separate = measured()
+    assert [(m, n) for m, n, _ in shared] == [(m, n) for m, n, _ in separate]
+    assert [v for *_, v in shared] == pytest.approx([v for *_, v in separate], abs=1e-9, nan_ok=True)
+    assert any(m == "delta_angle" for m, _, _ in shared)
