@@ -172,8 +172,8 @@ def _override_of(key: str) -> str:
         for o in HydraConfig.get().overrides.task:
             if o.lstrip("+~").split("=", 1)[0] == key:
                 return f", from {o}"
-    except Exception:
-        pass
+    except Exception:  # no Hydra runtime to ask (a plain compose): the message only loses this hint
+        return ""
     return ""
 
 

@@ -49,7 +49,7 @@ def draws(cfg, rng, n) -> list[dict]:
         d = {"optimizer.lr": float(10 ** rng.uniform(lo, hi))}
         if "lr_feedback" in cfg.rule:
             d["rule.lr_feedback"] = float(10 ** rng.uniform(*RANGES["lr_feedback"]))
-        if cfg.rule.name == "matched":
+        if "decay" in cfg.rule:  # a rule whose feedback decays (matched)
             d["rule.decay"] = float(10 ** rng.uniform(*RANGES["decay"]))
         out.append({k: float(f"{v:.3g}") for k, v in d.items()})
     return out
