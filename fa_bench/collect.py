@@ -160,11 +160,12 @@ def _alters_the_run(key: str) -> bool:
     return key.split(".")[0] not in NOT_IN_RUN_KEY and key != "trainer.progress"
 
 
-def _settings(overrides: list[dict]) -> list[str]:
+def _settings(overrides: list[dict], swept=()) -> list[str]:
     """Each run's cell: the overrides (other than rule and seed, and those that do not alter the run)
-    whose values differ across the runs."""
+    whose values differ across the runs, and those the experiment file sweeps (``swept``) whatever
+    the runs at hand hold: one cell of a table, or the only one finished so far, is still named."""
     keys = {k for o in overrides for k in o if _alters_the_run(k)} - {"rule", "seed", "seeds"}
-    varying = sorted(k for k in keys if len({o.get(k) for o in overrides}) > 1)
+    varying = sorted(k for k in keys if k in swept or len({o.get(k) for o in overrides}) > 1)
     return [",".join(f"{k}={o[k]}" for k in varying if k in o) for o in overrides]
 
 
@@ -176,12 +177,24 @@ def _read_summary(run_dir: Path) -> dict:
     return summary if isinstance(summary, dict) else {"status": "failed", "error": "summary.json is not a record"}
 
 
-def load_runs(run_dirs, missing=()) -> tuple[pd.DataFrame, pd.DataFrame]:
+def swept_by(experiment: str | None) -> set[str]:
+    """The keys an experiment file sweeps (its hydra.sweeper.params), read from the file itself: collect
+    also runs inside a Hydra app (the sweep's callback), where composing a config is not possible."""
+    from fa_bench.config import conf_dir
+
+    path = Path(conf_dir()) / "experiment" / f"{experiment}.yaml"
+    if experiment is None or not path.is_file():
+        return set()
+    params = (((yaml.safe_load(path.read_text()) or {}).get("hydra") or {}).get("sweeper") or {}).get("params")
+    return set(params or {})
+
+
+def load_runs(run_dirs, missing=(), swept=()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """runs.csv's rows and the curves of every run with metrics. ``missing``: find_missing's records,
-    kept as rows with status 'missing'."""
+    kept as rows with status 'missing'. ``swept``: keys that always name a run's cell (_settings)."""
     runs, curves = [], []
     records = [(d, _overrides(d), _read_summary(d)) for d in run_dirs] + list(missing)
-    for (run_dir, _, summary), setting in zip(records, _settings([o for _, o, _ in records])):
+    for (run_dir, _, summary), setting in zip(records, _settings([o for _, o, _ in records], swept)):
         row = {k: v for k, v in summary.items() if not isinstance(v, dict)}
         row.setdefault("status", "failed")
         row.update({f"budget_{k}": v for k, v in (summary.get("budget") or {}).items()})
@@ -284,7 +297,7 @@ def collect(source: Path | str, dest: Path | str, experiment: str | None = None,
         missing = [m for m in missing if _within(m[0].resolve(), jobs)]
     if not run_dirs and not missing:
         raise FileNotFoundError(f"no run folders (summary.json, or a job's .hydra/) under {source}")
-    runs, curves = load_runs(run_dirs, missing)
+    runs, curves = load_runs(run_dirs, missing, swept_by(experiment))
     all_dirs = run_dirs + [d for d, _, _ in missing]
     dest.mkdir(parents=True, exist_ok=True)
     atomic.to_csv(runs.drop(columns=["run_dir", "commit"], errors="ignore"), dest / "runs.csv", index=False,

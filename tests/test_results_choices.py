@@ -73,3 +73,18 @@ def test_tables_take_the_cell_from_the_choice_and_fall_back_to_the_setting():
     assert _with_cells(runs)["cell"].tolist() == ["nokland_7x240_tanh", "nokland_2x800_relu", "nokland_1x800_tanh"]
     assert _with_cells(runs.drop(columns="choice_cell"))["cell"].tolist() == ["nokland_7x240_tanh", "",
                                                                                 "nokland_1x800_tanh"]
+
+
+def test_a_swept_key_names_the_cell_even_when_one_value_was_collected():
+    """A table collected from one cell (or the only cell finished so far) still labels its runs
+    cell=<name>: the table's claims select on it, and found nothing before."""
+    from fa_bench.collect import _settings, swept_by
+
+    assert {"rule", "cell", "seed"} <= swept_by("nokland_table1")
+    assert swept_by("no_such_experiment") == set() and swept_by(None) == set()
+    one_cell = [{"cell": "nokland_2x800_tanh", "rule": "bp", "seed": "0"},
+                {"cell": "nokland_2x800_tanh", "rule": "bp", "seed": "1", "trainer.progress": "false"}]
+    assert _settings(one_cell) == ["", ""]  # nothing varies and nothing is swept: no label
+    assert _settings(one_cell, swept_by("nokland_table1")) == ["cell=nokland_2x800_tanh"] * 2
+    two_cells = [{"cell": "a", "optimizer.lr": "0.1"}, {"cell": "b", "optimizer.lr": "0.1"}]
+    assert _settings(two_cells) == ["cell=a", "cell=b"]  # a constant override stays out of the label
