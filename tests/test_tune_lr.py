@@ -12,7 +12,7 @@ from fa_bench.run import run
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import tune_lr  # noqa: E402
 
-COMMON = ["cell=nokland_1x800_tanh", "trainer.epochs=1", "metrics.every=0", "trainer.progress=false", "threads=1"]
+COMMON = ["cell=nokland_1x800_tanh", "debug=default"]
 
 
 def one_run(folder, rule, lr, seed, *extra):
