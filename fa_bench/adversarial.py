@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from fa_bench.convert import converted_layers
+from fa_bench.layers import exact_backprop
 
 INPUT_GRADS = ("backprop", "rule")
 
@@ -92,7 +93,7 @@ def input_gradient(model, x, target, loss_fn, source: str = "backprop") -> torch
     layers = [layer for _, layer in converted_layers(model)]
     was_training = model.training
     x = x.detach().requires_grad_(True)
-    with _parameters_frozen(model), _exact_backprop(layers, source == "backprop"), torch.enable_grad():
+    with _parameters_frozen(model), exact_backprop(layers, source == "backprop"), torch.enable_grad():
         try:
             model.eval()
             loss = loss_fn(model(x), target).mean()
@@ -113,16 +114,3 @@ def _parameters_frozen(model):
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-@contextmanager
-def _exact_backprop(layers, on: bool):
-    if on:
-        for layer in layers:
-            layer.exact_bp = True
-    try:
-        yield
-    finally:
-        if on:
-            for layer in layers:
-                layer.exact_bp = False

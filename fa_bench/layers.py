@@ -8,6 +8,8 @@ learns. No module hooks and no re-entrant ``backward()``: everything happens ins
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -242,6 +244,20 @@ class LayerBackward:
 
 
 EXACT_BACKPROP = LayerBackward()
+
+
+@contextmanager
+def exact_backprop(layers, on: bool = True):
+    """``exact_bp`` on for these layers while inside (the probe's backprop pass, the FGSM attack's true
+    input gradient), off again on the way out, whatever happens."""
+    layers = list(layers) if on else []
+    for layer in layers:
+        layer.exact_bp = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.exact_bp = False
 
 
 def swap_class(module: nn.Module) -> FeedbackLayer:

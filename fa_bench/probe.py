@@ -18,7 +18,7 @@ from torch import nn
 
 from fa_bench import metrics as M
 from fa_bench.convert import converted_layers
-from fa_bench.layers import LayerBackward
+from fa_bench.layers import LayerBackward, exact_backprop
 from fa_bench.seeding import generator as seeded_generator
 from fa_bench.seeding import global_rng_state
 
@@ -88,28 +88,22 @@ class AlignmentProbe:
 
     def _backward(self, loss, exact: bool, retain: bool):
         """Teaching signal at each layer's output, and each layer's weight gradient, for one backward."""
-        for _, layer in self.layers:
+        layers = [layer for _, layer in self.layers]
+        for layer in layers:
             layer.record = {}
-            layer.exact_bp = exact
         try:
-            weights = [layer.weight for _, layer in self.layers]
-            grads = torch.autograd.grad(loss, weights, allow_unused=True, retain_graph=retain)
-            deltas = [layer.record.get("delta") for _, layer in self.layers]
+            with exact_backprop(layers, exact):
+                grads = torch.autograd.grad(loss, [layer.weight for layer in layers], allow_unused=True,
+                                            retain_graph=retain)
+            deltas = [layer.record.get("delta") for layer in layers]
         finally:
-            for _, layer in self.layers:
+            for layer in layers:
                 layer.record = None
-                layer.exact_bp = False
         return deltas, grads
 
     def _loss(self, x, target, exact: bool):
-        for _, layer in self.layers:
-            layer.exact_bp = exact
-        try:
-            with torch.enable_grad():
-                return self.loss_fn(self.model(x), target).mean(-1).sum()  # per seed, as training does
-        finally:
-            for _, layer in self.layers:
-                layer.exact_bp = False
+        with exact_backprop([layer for _, layer in self.layers], exact), torch.enable_grad():
+            return self.loss_fn(self.model(x), target).mean(-1).sum()  # per seed, as training does
 
     def _signals(self, x, target):
         """(deltas, grads) under the rule, then under exact backprop, on the same forward pass (same

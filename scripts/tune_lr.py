@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -100,7 +101,7 @@ def from_runs(args):
             lr, seed = float(config["optimizer"]["lr"]), config.get("seed")
             if _comparable(config) != wanted or seed not in args.seeds or not any(math.isclose(lr, c) for c in args.lrs):
                 continue
-            summary = yaml.safe_load((folder / "summary.json").read_text())
+            summary = json.loads((folder / "summary.json").read_text())
             rows.append({"experiment": args.experiment, "rule": rule, "lr": lr, "seed": seed,
                          "status": summary["status"], "epochs_run": summary.get("epochs_run"),
                          "stop_reason": summary.get("stop_reason"), "final_" + name: (summary.get("final") or {}).get(args.metric),
