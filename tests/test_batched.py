@@ -125,7 +125,7 @@ def test_a_seed_sweep_through_fa_run_is_one_job_with_a_folder_per_seed(tmp_path)
             assert (tmp_path / "sweep" / job / s / ".hydra" / "overrides.yaml").read_text().endswith(f"seed={s[4:]}\n")
 
 
-def test_a_stacked_job_resolves_each_seed_config_once(tmp_path, monkeypatch):
+def test_a_stacked_job_resolves_one_config_and_reseeds_it(tmp_path, monkeypatch):
     import fa_bench.run as R
 
     calls = []
@@ -134,4 +134,23 @@ def test_a_stacked_job_resolves_each_seed_config_once(tmp_path, monkeypatch):
     cfg = compose_config([*TEACHER, *COMMON, "rule=fa", "trainer.epochs=1", "seeds=[0,1,2]"])
     summaries = run_seeds(cfg, tmp_path / "group")
     assert [s["status"] for s in summaries] == ["completed"] * 3 and summaries[0]["seed_batch"] == [0, 1, 2]
-    assert calls == [0, 1, 2]  # checked once before stacking, not again by the job itself
+    assert calls == [0]  # the first seed's, once; the others are its reseeded copies
+
+
+@pytest.mark.parametrize("rule", ["fa", "shallow", "node_perturbation"])
+def test_a_reseeded_resolved_config_is_that_seed_resolved(rule):
+    # run_seeds resolves seed 0 only and reseeds copies of it: per_rule settings (lillicrap_fig2 gives
+    # each rule its own lr and options) and ${seed} interpolations (the teacher's seed) must come out
+    # as resolving each seed's config would give them
+    from omegaconf import OmegaConf
+
+    from fa_bench.run import seed_configs
+
+    cfg = compose_config(["experiment=lillicrap_fig2", f"rule={rule}", "hydra.mode=RUN"])
+    configs = seed_configs(cfg, [0, 3, 7])
+    each = [OmegaConf.to_container(resolve_config(c, command_line=[]), resolve=True) for c in configs]
+    first = resolve_config(configs[0], command_line=[])
+    reseeded = [OmegaConf.to_container(c, resolve=True) for c in [first, *seed_configs(first, [3, 7])]]
+    assert reseeded == each
+    assert [c["dataset"]["seed"] for c in reseeded] == [0, 3, 7]
+    assert reseeded[1]["optimizer"]["lr"] == OmegaConf.to_container(cfg.per_rule)[rule]["optimizer"]["lr"]
