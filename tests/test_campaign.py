@@ -85,3 +85,27 @@ def test_a_sweep_the_budget_stops_is_collected_and_its_finished_runs_archived(tm
     assert status == {"fa": "completed", "node_perturbation": "interrupted"}
     archived = [p.parent.name for p in (results / "lillicrap_fig2" / "runs").rglob("summary.json")]
     assert len(archived) == 1 and archived[0].startswith("fa_seed0_")  # the interrupted run stays behind
+
+
+def test_every_item_of_the_committed_paper_budget_queue_composes_and_validates():
+    # a typo in the queue would cost a lent GPU session: each item must be a config fa-run accepts
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from fa_bench.config import compose_config
+    from fa_bench.run import resolve_config
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from campaign import load_queue
+
+    items = load_queue(REPO / "scripts" / "paper_budget_queue.yaml")
+    assert [i["experiment"] for i in items][:2] == ["nokland_table1", "lillicrap_fig3a"]  # the order
+    parser = OverridesParser.create()
+    for item in items:
+        # sweeps (seed=range(20)) compose as their first value: what each job of the sweep resolves
+        plain = []
+        for o in parser.parse_overrides(item["overrides"]):
+            value = next(iter(o.sweep_iterator())) if o.is_sweep_override() else o.value()
+            plain.append(f"{o.key_or_group}={value}")
+        cfg = compose_config([f"experiment={item['experiment']}", "hydra.mode=RUN", *plain])
+        resolve_config(cfg, command_line=[])
+        assert item["minutes"] > 0
