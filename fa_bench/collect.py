@@ -11,6 +11,7 @@ run folders) leave those columns empty; results collected before choices existed
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -27,6 +28,8 @@ CURVE_RUN_COLUMNS = ["rule", "seed", "setting", "status", "commit"]
 EXTRA_TABLES = ("traces.csv",)
 CHOICE_PREFIX = "choice_"  # runs.csv column of each Hydra config-group choice: choice_<group>
 METRICS_COLUMNS = ["step", "epoch", "examples", "split", "name", "layer", "value"]  # metrics.csv's (§3)
+
+log = logging.getLogger(__name__)
 
 
 def read_table(path: Path | str) -> pd.DataFrame:
@@ -207,8 +210,11 @@ def load_runs(run_dirs, missing=(), swept=()) -> tuple[pd.DataFrame, pd.DataFram
         if metrics_path.is_file() and metrics_path.stat().st_size:  # a killed job may have logged some
             try:
                 m = read_table(metrics_path)
-            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-                continue  # a metrics file cut off mid-row by a killed job: its run keeps its runs.csv row
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+                # a metrics file cut off mid-row by a killed job: its run keeps its runs.csv row, marked
+                log.warning("%s cannot be read (%s): the run has no curves in curves.csv", metrics_path, err)
+                row["curves"] = "unreadable"
+                continue
             row["commit"] = str(row.get("git_commit", ""))[:10]
             for k in CURVE_RUN_COLUMNS:
                 m[k] = row.get(k)
@@ -317,7 +323,8 @@ def collect(source: Path | str, dest: Path | str, experiment: str | None = None,
             if row["status"] != MISSING and (run_dir / name).is_file():
                 try:
                     part = pd.read_csv(run_dir / name)
-                except (pd.errors.ParserError, pd.errors.EmptyDataError):
+                except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+                    log.warning("%s cannot be read (%s): left out of %s", run_dir / name, err, name)
                     continue
                 part["rule"], part["seed"] = row["rule"], row["seed"]
                 parts.append(part)

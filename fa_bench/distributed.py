@@ -43,10 +43,12 @@ class Dist:
         if not self.active:
             return
         grads = [p.grad for p in parameters if p.grad is not None]
-        n = torch.tensor([float(n_local)], device=grads[0].device if grads else "cpu")
+        # float64, as the Python float the share was before: one rounding, to each gradient's dtype
+        n = torch.tensor([float(n_local)], dtype=torch.float64, device=grads[0].device if grads else "cpu")
         dist.all_reduce(n)
+        share = n_local / n  # on the device: no read-back of the global count (a host sync)
         for g in grads:
-            g.mul_(n_local / n.item())
+            g.mul_(share.to(g.dtype))
             dist.all_reduce(g)
 
     def sum_(self, t: torch.Tensor) -> torch.Tensor:

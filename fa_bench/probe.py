@@ -1,7 +1,9 @@
 """Alignment probe: per-layer metrics (docs/contracts.md §4) measured without touching the training trajectory.
 
 The probe runs its own forward/backward passes on a batch: one under the model's rule and one
-under exact backprop, on the same forward pass (same dropout masks, same batch-norm statistics).
+under exact backprop, on the same forward pass (same dropout masks, same batch-norm statistics), or,
+for a rule with a forward of its own (ifa, np_feedback, sg: ``shares_forward`` false), on a replay of it
+with the same masks and buffers.
 It restores every random stream and buffer afterwards, so a run with the probe gives the same
 numbers as a run without it, and it never writes ``.grad``.
 

@@ -29,6 +29,7 @@ from fa_bench.rules import RULES, get_rule
 from fa_bench.run_folder import RunFolder
 from fa_bench.seeding import derive_seed, generator
 from fa_bench.sparsity import sparsify
+from fa_bench.spiking import RULE as SPIKING_RULE
 from fa_bench.spiking import train_spiking
 from fa_bench.stacking import seed_axis_loss, stack_models, stack_refusal
 from fa_bench.trainer import TrainConfig, train_loop
@@ -82,8 +83,9 @@ def resolve_config(cfg: DictConfig, command_line: list[str] | None = None) -> Di
     if not cfg.optimizer.get("lr", 0) > 0:
         raise ConfigError(f"optimizer.lr must be > 0, got {cfg.optimizer.get('lr')!r}")
     if cfg.get("engine") == "spiking":
-        if cfg.rule.name != "fa":
-            raise ConfigError(f"engine=spiking learns by feedback alignment only (rule=fa), got rule={cfg.rule.name}")
+        if cfg.rule.name != SPIKING_RULE:
+            raise ConfigError(f"engine=spiking learns by feedback alignment only (rule={SPIKING_RULE}), got "
+                              f"rule={cfg.rule.name}")
         _check_arguments("spiking", train_spiking, _spiking_kwargs(cfg))
         _refuse_trainer_settings_for_spiking(cfg)
         return cfg
@@ -483,7 +485,7 @@ def run_seeds(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None)
         if skipped:
             return skipped
         # resolved once: per_rule, validation and the meta-device model build do not depend on the seed
-        # (tests/test_seed_batching.py checks the reseeded copies against resolving each), and each
+        # (tests/test_batched.py checks the reseeded copies against resolving each), and each
         # resolve costs ~75 ms, ~0.7 s of a 10-seed Fig. 2 job
         first = resolve_config(configs[0])
         resolved = [first, *seed_configs(first, seeds[1:])]

@@ -50,6 +50,7 @@ from fa_bench.seeding import DeviceStreams, derive_seed
 from fa_bench.seeding import generator as seeded_generator
 from fa_bench.trainer import Engine, TrainConfig, TrainResult, train_loop
 
+RULE = "fa"  # the plasticity of eq. 8 is feedback alignment's: the only rule this engine trains by
 INPUT_MAX_P = 0.95  # input spike probability saturates here (Methods)
 DECAY_FLUSH = 1e-6  # apply accumulated weight decay once it is this large (well above float32 resolution)
 EVAL_STREAMS = 1000  # test images run this many at a time (no plasticity, so streams do not interact)

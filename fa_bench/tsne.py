@@ -130,13 +130,19 @@ def _tsne(x, dims, perplexity, n_iter, seed, pca_dims, early_exaggeration, exagg
 
 def knn_accuracy(y: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     """Leave-one-out k-nearest-neighbour accuracy (%) of ``labels`` in an embedding: how well the
-    classes separate there (a number for what the eye sees in a t-SNE panel)."""
+    classes separate there (a number for what the eye sees in a t-SNE panel, or in an autoencoder's
+    latent). Euclidean; majority vote, a tie going to the label of the nearest neighbour among the tied
+    ones (not to the lowest label, which would favour some digits). Equal distances keep index order."""
     y = torch.tensor(np.array(y, dtype=np.float64))
     labels = torch.tensor(np.array(labels, dtype=np.int64))
     d = _sq_distances(y).fill_diagonal_(math.inf)
-    nearest = d.topk(k, largest=False).indices
-    votes = torch.nn.functional.one_hot(labels[nearest], int(labels.max()) + 1).sum(1)
-    return 100.0 * float((votes.argmax(1) == labels).double().mean())
+    nearest = torch.sort(d, dim=1, stable=True).indices[:, :k]
+    voters = labels[nearest]  # (N, k), nearest first
+    votes = torch.nn.functional.one_hot(voters, int(labels.max()) + 1).sum(1)
+    tied = votes == votes.max(1, keepdim=True).values  # (N, classes): the labels with the most votes
+    first = tied.gather(1, voters).to(torch.int8).argmax(1)  # the nearest voter whose label is tied
+    guess = voters.gather(1, first[:, None]).squeeze(1)
+    return 100.0 * float((guess == labels).double().mean())
 
 
 @torch.no_grad()

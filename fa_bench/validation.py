@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import math
 import re
 from dataclasses import fields
@@ -23,6 +24,8 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fa_bench.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # keys of the root config that are not groups (conf/config.yaml), with what they hold
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -200,8 +203,8 @@ def validate(cfg: DictConfig) -> None:
         if Path(d, "config.yaml").is_file() or Path(d, "experiment").is_dir():
             try:
                 b, a = _file_keys(d) if Path(d, "config.yaml").is_file() else (frozenset(), _global_keys(d))
-            except Exception:
-                b, a = frozenset(), frozenset()
+            except Exception as err:  # read as empty, its keys would be reported "unknown" with no reason
+                raise ConfigError(f"the config dir {d} (hydra.searchpath) cannot be read: {err}") from None
             valid_top |= set(b) | set(a)
     groups = ("dataset", "model", "rule", "optimizer", "trainer", "metrics")
     valid_top |= set(groups)
@@ -630,7 +633,9 @@ def _check_model(m: dict, name):
             return MODELS[m["name"]](**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model {m['name']!r} cannot be built from {kwargs}: {err}") from None
-    except Exception:
+    except Exception as err:  # meta tensors lack an op the builder uses: the real build checks this config
+        log.warning("model %r could not be built on the meta device (%s: %s): whether the rule fits it is "
+                    "checked when it is built", m["name"], type(err).__name__, err)
         return None
 
 

@@ -18,7 +18,8 @@ from fa_bench.convert import converted_layers
 from fa_bench.data import load_dataset
 from fa_bench.engines.autograd import RuleEngine
 from fa_bench.errors import ConfigError
-from fa_bench.figures.lansdell_autoencoder import BATCH, knn_accuracy, table_measure, table_rows
+from fa_bench.figures.lansdell_autoencoder import BATCH, table_measure, table_rows
+from fa_bench.tsne import knn_accuracy
 from fa_bench.losses import sse
 from fa_bench.models import build_model
 from fa_bench.noise import TrainingNoise
@@ -267,6 +268,13 @@ def test_knn_accuracy_by_hand():
     # 0, 0, 4 (tie with 5), 3, 3, so the guesses 1, 0, 0, 0, 1, 1 against 0, 1, 0, 1, 0, 1: 2 of 6 right
     assert knn_accuracy(pts, np.array([0, 1, 0, 1, 0, 1]), k=1) == pytest.approx(100 * 2 / 6)
     assert knn_accuracy(pts, np.zeros(6, dtype=int), k=3) == 100.0
+    # a tied vote goes to the nearest of the tied labels, not the lowest: on a line 0, 1, 3 labelled
+    # 0, 1, 1 with k = 2, point 0 sees (1, 1): wrong; point 1 sees 0 (label 0, nearest) and 3 (label 1):
+    # a tie, so 0: wrong; point 3 sees 1 (label 1, nearest) and 0 (label 0): a tie, so 1: right
+    line = np.array([[0.0], [1.0], [3.0]])
+    assert knn_accuracy(line, np.array([0, 1, 1]), k=2) == pytest.approx(100 / 3)
+    # the lowest-label rule would have said 0 for point 3 too; mirrored labels give the same count
+    assert knn_accuracy(line, np.array([1, 0, 0]), k=2) == pytest.approx(100 / 3)
 
 
 # --- the experiments end to end (fake MNIST) ----------------------------------------------------

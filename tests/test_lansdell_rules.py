@@ -246,6 +246,28 @@ def test_warmup_freezes_weights_while_feedback_learns():
     assert int(model.state_dict()["4.feedback_steps"]) == 5
 
 
+def test_the_warmup_count_follows_a_state_loaded_into_the_same_model():
+    # steps_done keeps a host-side copy of the feedback_steps buffer (no device read per step); a
+    # load_state_dict into the same model, with a count from before the warm-up ended, must be seen
+    model = fa_bench.convert(mlp([6, 7, 5, 4]), "np_feedback", warmup_steps=3, solver="ridge")
+    rule = rule_of(model)
+    data = list(batches([6, 4], 6, 16))
+    early = None
+    for i, (x, t) in enumerate(data[:4]):
+        if i == 1:
+            early = {k: v.clone() for k, v in model.state_dict().items()}  # count 1: still warming up
+        model.zero_grad(set_to_none=True)
+        rule.compute_gradients(model, x, t, sse)
+    assert rule.steps_done() == 4 and all(p.grad is not None for p in model.parameters())
+    model.load_state_dict(early)
+    assert rule.steps_done() == 1
+    for x, t in data[4:]:  # steps 1 and 2 of the warm-up again: W gets no gradient
+        model.zero_grad(set_to_none=True)
+        rule.compute_gradients(model, x, t, sse)
+        assert all(p.grad is None for p in model.parameters())
+    assert rule.steps_done() == 3 and int(model.state_dict()["4.feedback_steps"]) == 3
+
+
 def test_ridge_state_is_saved_and_resumes():
     sizes = [6, 7, 5, 4]
     data = list(batches(sizes, 8, 16))

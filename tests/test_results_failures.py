@@ -99,6 +99,22 @@ def test_collect_keeps_failed_and_missing_runs_with_their_errors(tmp_path):
     assert meta["seeds"] == [0, 1] and meta["git_commits"] == ["0" * 40]
 
 
+def test_a_metrics_file_cut_off_mid_row_is_named_and_its_run_marked(tmp_path, caplog):
+    # a job killed while writing leaves a metrics.csv that does not parse: its run keeps its row, marked
+    # curves=unreadable, and collect says which file it could not read (no silent skip)
+    sweep = _sweep(tmp_path)
+    bad = sweep / "0_bp_seeds0-1" / "seed1" / "metrics.csv"
+    bad.write_bytes(b"\xff\xfe\x00 not utf-8 \x80\x81")
+    with caplog.at_level("WARNING", logger="fa_bench.collect"):
+        collect(sweep, tmp_path / "results" / "nokland_table1", experiment="nokland_table1")
+    runs = read_table(tmp_path / "results" / "nokland_table1" / "runs.csv")
+    row = runs[(runs.rule == "bp") & (runs.seed == 1) & (runs.choice_cell == "nokland_2x800_tanh")].iloc[0]
+    assert row.status == "completed" and row.curves == "unreadable"
+    assert str(bad) in caplog.text
+    curves = read_table(tmp_path / "results" / "nokland_table1" / "curves.csv")
+    assert set(zip(curves["rule"], curves["seed"])) == {("bp", 0)}
+
+
 def test_tables_mark_the_cells_without_a_completed_run(tmp_path):
     dest = tmp_path / "results" / "nokland_table1"
     collect(_sweep(tmp_path), dest, experiment="nokland_table1")

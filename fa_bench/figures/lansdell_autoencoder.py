@@ -30,6 +30,7 @@ from fa_bench import atomic
 from fa_bench.collect import read_table, select
 from fa_bench.figures.common import mean_band, save_figure
 from fa_bench.figures.registry import figure
+from fa_bench.tsne import knn_accuracy
 
 BATCH = 32  # the paper's test batch, whose summed loss Table 2a reports
 LATENT_FEATURE = "feature_2"  # the input of the third converted layer: the 2-d bottleneck
@@ -135,24 +136,6 @@ def _latents(folder: Path) -> dict[str, tuple]:
     return out
 
 
-def knn_accuracy(points: np.ndarray, labels: np.ndarray, k: int = KNN) -> float:
-    """Leave-one-out k-NN accuracy (%) of ``labels`` from ``points`` (Euclidean; majority vote, a tie
-    going to the label of the nearest neighbour among the tied ones)."""
-    x = np.asarray(points, dtype=np.float64)
-    y = np.asarray(labels)
-    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    nearest = np.argsort(d, axis=1, kind="stable")[:, :k]
-    correct = 0
-    for i, idx in enumerate(nearest):
-        votes = y[idx]
-        values, counts = np.unique(votes, return_counts=True)
-        tied = set(values[counts == counts.max()])
-        guess = next(v for v in votes if v in tied)  # votes are in order of distance
-        correct += guess == y[i]
-    return 100.0 * correct / len(y)
-
-
 @figure("lansdell_fig3")
 def fig3(folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
@@ -166,7 +149,7 @@ def fig3(folder: Path) -> list[Path]:
     for method in shown:
         z, labels, _, seed = latents[method]
         rows.append({"step": 0, "epoch": 0, "examples": 0, "split": "test", "name": "latent_knn_accuracy",
-                     "layer": "", "value": round(knn_accuracy(z, labels), 4), "rule": "", "seed": int(seed),
+                     "layer": "", "value": round(knn_accuracy(z, labels, k=KNN), 4), "rule": "", "seed": int(seed),
                      "setting": f"cell=lansdell_t2a_{method}", "status": "completed", "commit": ""})
     if rows:
         path = folder / "measures.csv"

@@ -5,37 +5,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from fa_bench import atomic
 from fa_bench.collect import read_table, select
-from fa_bench.figures.common import RULE_STYLE, mean_band, provenance, save_figure
+from fa_bench.figures.common import RULE_STYLE, mean_band, save_figure
 from fa_bench.figures.registry import figure
-
-
-@figure("lillicrap_fig2")
-def fig2(folder: Path) -> list[Path]:
-    """(a) test NSE vs examples for shallow / node perturbation / BP / FA; (b) angle δ_FA vs δ_BP."""
-    curves = read_table(folder / "curves.csv")
-    curves = curves[curves["status"] == "completed"]
-    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for rule in ["shallow", "node_perturbation", "bp", "fa"]:
-        df = select(curves, "test/nse", rule=rule)
-        if not df.empty:
-            mean_band(ax_a, df, **RULE_STYLE[rule])
-    ax_a.set(xlabel="examples", ylabel="NSE (test)", title="a  linear 30-20-10 network", ylim=(0, 1.1))
-    ax_a.legend(frameon=False, fontsize=8)
-    fa = curves[curves["rule"] == "fa"]
-    hidden = sorted(fa.loc[fa["name"] == "delta_angle", "layer"].unique())
-    if hidden:  # the first converted layer is the hidden one: its δ is where FA and BP differ
-        mean_band(ax_b, select(fa, f"train/delta_angle/{hidden[0]}"), **RULE_STYLE["fa"])
-    ax_b.axhline(90, color="0.6", ls=":", lw=1)
-    ax_b.set(xlabel="examples", ylabel="∠(δ_FA, δ_BP) (deg)", title="b  hidden-layer modulator angle",
-             ylim=(0, 100))
-    fig.text(0.01, 0.005, provenance(folder) + "; bands: ±1 sd over seeds", fontsize=6, color="0.4")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    out = folder / "fig2.png"
-    atomic.savefig(fig, out, dpi=150)
-    plt.close(fig)
-    return [out]
 
 
 def _completed(folder: Path):
@@ -52,17 +24,16 @@ def _first_layer(curves, name):
     return layers[0] if layers else None
 
 
-@figure("lillicrap_fig3a")
-def fig3a(folder: Path) -> list[Path]:
-    """(a) MNIST test error vs examples for BP, FA, shallow; (b) angle δ_FA vs δ_BP at the hidden layer."""
+def _curves_and_angle(folder: Path, rules, metric: str, name: str, **panel_a) -> list[Path]:
+    """(a) ``metric`` vs examples per rule; (b) the angle δ_FA vs δ_BP at the first converted layer
+    (the hidden one: its δ is where FA and BP differ). Figs. 2 and 3a share this layout."""
     curves = _completed(folder)
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for rule in ["shallow", "bp", "fa"]:
-        df = select(curves, "test/error", rule=rule)
+    for rule in rules:
+        df = select(curves, metric, rule=rule)
         if not df.empty:
             mean_band(ax_a, df, **RULE_STYLE[rule])
-    ax_a.set(xlabel="examples", ylabel="test error (%)", yscale="log",
-             title="a  784-1000-10 logistic network, MNIST")
+    ax_a.set(xlabel="examples", **panel_a)
     ax_a.legend(frameon=False, fontsize=8)
     fa = curves[curves["rule"] == "fa"]
     hidden = _first_layer(fa, "delta_angle")
@@ -71,7 +42,21 @@ def fig3a(folder: Path) -> list[Path]:
     ax_b.axhline(90, color="0.6", ls=":", lw=1)
     ax_b.set(xlabel="examples", ylabel="∠(δ_FA, δ_BP) (deg)", title="b  hidden-layer modulator angle",
              ylim=(0, 100))
-    return _save(fig, folder, "fig3a.png")
+    return _save(fig, folder, name)
+
+
+@figure("lillicrap_fig2")
+def fig2(folder: Path) -> list[Path]:
+    """(a) test NSE vs examples for shallow / node perturbation / BP / FA; (b) angle δ_FA vs δ_BP."""
+    return _curves_and_angle(folder, ["shallow", "node_perturbation", "bp", "fa"], "test/nse", "fig2.png",
+                             ylabel="NSE (test)", title="a  linear 30-20-10 network", ylim=(0, 1.1))
+
+
+@figure("lillicrap_fig3a")
+def fig3a(folder: Path) -> list[Path]:
+    """(a) MNIST test error vs examples for BP, FA, shallow; (b) angle δ_FA vs δ_BP at the hidden layer."""
+    return _curves_and_angle(folder, ["shallow", "bp", "fa"], "test/error", "fig3a.png", ylabel="test error (%)",
+                             yscale="log", title="a  784-1000-10 logistic network, MNIST")
 
 
 @figure("lillicrap_sparse")

@@ -193,9 +193,10 @@ def fig2(folder: Path) -> list[Path]:
         if df.empty:
             continue
         if cell.endswith("_dfa") and (df["rule"] == "dfa").all():
-            # the runner cannot switch rules between phases yet: the whole run was under DFA
+            # results from before a phase could switch the rule (trainer.phases[].rule): those runs were
+            # DFA throughout, and are labelled as the approximation they were
             style = dict(style, label="DFA throughout (approximation: upper layers\npre-trained by DFA, not BP)")
-            note = "; left DFA curve: approximation (conf/cell/nokland_fig2_left_dfa.yaml)"
+            note = "; left DFA curve: approximation (results from before phases switched the rule)"
         _error_band(ax_l, df, **style)
     end = _phase_end(curves[curves["cell"] == "nokland_fig2_left_bp"])
     if end is not None:

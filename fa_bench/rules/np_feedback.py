@@ -173,11 +173,19 @@ class LearnedFeedback(Rule):
         return layer.local_grads(grad_out, x)
 
     # --- one step ----------------------------------------------------------------------------------
+    _counted = None  # (the feedback_steps buffer, its version) when _steps was read or counted
+
     def steps_done(self) -> int:
-        return int(self.output_layer.feedback_steps.reshape(-1)[0])
+        """The buffer's count, read from the device only when something else wrote it (a checkpoint
+        load, a new buffer): a read per step would be a host sync per step on a GPU."""
+        buf = self.output_layer.feedback_steps
+        if self._counted is None or self._counted[0] is not buf or self._counted[1] != buf._version:
+            self._steps, self._counted = int(buf.reshape(-1)[0]), (buf, buf._version)
+        return self._steps
 
     def compute_gradients(self, model, x, target, loss_fn):
-        warm = self.steps_done() < int(self.opts["warmup_steps"])
+        warmup = int(self.opts["warmup_steps"])
+        warm = warmup > 0 and self.steps_done() < warmup
         params = list(model.parameters())
         saved = [None if p.grad is None else p.grad.clone() for p in params] if warm else None
         same_masks = global_rng_state()
@@ -203,7 +211,10 @@ class LearnedFeedback(Rule):
                         continue  # nothing reached this layer
                     B = layer.feedback_weight
                     self.update_feedback(layer, (e * n).to(B.dtype), lam.to(B.dtype))
-                self.output_layer.feedback_steps.add_(1)
+                done = self.steps_done()  # in step with the buffer before the add, so counting stays exact
+                buf = self.output_layer.feedback_steps
+                buf.add_(1)
+                self._steps, self._counted = done + 1, (buf, buf._version)
         finally:
             self._reset()
         return per_example.detach(), out.detach()
@@ -222,7 +233,7 @@ class LearnedFeedback(Rule):
         else:
             layer.feedback_V.add_(_symmetric(layer.local_grads(e, e)[0]))
             layer.feedback_S.add_(layer.local_grads(e, lam)[0])
-            B.copy_(torch.linalg.solve(layer.feedback_V, layer.feedback_S))
+            B.copy_(_solve(layer.feedback_V, layer.feedback_S))
 
     def _update_matrix(self, layer, e, lam):
         """The same two solvers with B a matrix (n_out, D): rows e (N, n_out), targets lam (N, D)."""
@@ -232,7 +243,7 @@ class LearnedFeedback(Rule):
         else:
             layer.feedback_V.add_(_symmetric(e.t() @ e))
             layer.feedback_S.add_(e.t() @ lam)
-            B.copy_(torch.linalg.solve(layer.feedback_V, layer.feedback_S))
+            B.copy_(_solve(layer.feedback_V, layer.feedback_S))
 
     def regression_targets(self, model, x, target, loss_fn, clean, same_masks):
         """{id(layer): the per-example target for ẽ @ B at every learned layer} (rows as the layer's input)."""
@@ -315,6 +326,13 @@ class SyntheticGradient(LearnedFeedback):
             self.true_pass = False
             self.inputs = {}
         return {k: g.detach() for k, g in zip(keys, grads) if g is not None}
+
+
+def _solve(V: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """V⁻¹S without the error check torch.linalg.solve makes, which reads LAPACK's status back from the
+    device (a host sync per step on a GPU). V starts at γI and only gains Gram matrices, so it is
+    symmetric positive definite and the check has nothing to find; the solve itself is the same."""
+    return torch.linalg.solve_ex(V, S).result
 
 
 def _symmetric(gram: torch.Tensor) -> torch.Tensor:
