@@ -33,14 +33,29 @@ def _paper_value(ref: str) -> float:
     return values[key]
 
 
+class _Quoted:
+    """Paper numbers by name inside a claim's ``paper:`` text, so the text never retypes one:
+    ``{p[lansdell2020/table2a_np]:g}`` is the value, ``{acc[blog2016/three_layer_fa_test_error]:g}`` the
+    accuracy (100 − the error) a paper quoted as such."""
+
+    def __init__(self, of=lambda v: v):
+        self.of = of
+
+    def __getitem__(self, ref: str) -> float:
+        return round(self.of(_paper_value(ref)), 10)  # 100 - 10.5 prints as 89.5, not 89.50000000000001
+
+
 def _resolve(claim: dict) -> dict:
-    """A hand-written claim whose paper value is named, not typed: the number, and the text that quotes it."""
+    """A hand-written claim's paper numbers are named, not typed: the check's ``paper_value``, and the
+    numbers its ``paper:`` text quotes ({paper_value}, {p[...]}, {acc[...]})."""
     ref = claim.get("check", {}).get("paper_value")
-    if not isinstance(ref, str):
-        return claim
-    value = _paper_value(ref)
-    return {**claim, "paper": claim["paper"].format(paper_value=value),
-            "check": {**claim["check"], "paper_value": value}}
+    value = _paper_value(ref) if isinstance(ref, str) else None
+    text = claim["paper"]
+    if "{" in text:
+        text = text.format(paper_value=value, p=_Quoted(), acc=_Quoted(lambda v: 100 - v))
+    if value is None:
+        return {**claim, "paper": text}
+    return {**claim, "paper": text, "check": {**claim["check"], "paper_value": value}}
 
 
 def table_claims(entry: dict, tables: dict | None = None) -> list[dict]:

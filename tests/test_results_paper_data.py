@@ -122,6 +122,20 @@ def test_an_unknown_paper_value_name_stops_with_its_name():
 
     with pytest.raises(KeyError, match="lillicrap2016/nope"):
         scorecard._resolve({"id": "x", "paper": "{paper_value:g}", "check": {"paper_value": "lillicrap2016/nope"}})
+    with pytest.raises(KeyError, match="lansdell2020/nope"):  # a number the text quotes by name
+        scorecard._resolve({"id": "x", "paper": "NP {p[lansdell2020/nope]:g}", "check": {"kind": "less"}})
+
+
+def test_a_claims_text_quotes_paper_numbers_by_name():
+    # comparison claims quote the paper's numbers in their text: named ({p[...]}, {acc[...]}), not retyped
+    from fa_bench.papers import blog2016, lansdell2020
+
+    claims = _claims_by_id()
+    v = lansdell2020.VALUES
+    assert claims["lansdell_t2a_np_beats_fa"]["paper"].endswith(f"(FA {v['table2a_fa']:g} vs NP {v['table2a_np']:g})")
+    accuracy = 100 - blog2016.VALUES["three_layer_fa_test_error"]
+    assert f"{accuracy:g} % accuracy" in claims["blog_fa_accuracy"]["paper"] and "89.5 % accuracy" in \
+        claims["blog_fa_accuracy"]["paper"]  # 100 - 10.5 printed as the blog's 89.5, not 89.50000000000001
 
 
 def test_scorecard_rows_name_an_experiment_that_reproduces_them(tmp_path):
