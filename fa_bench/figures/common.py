@@ -50,3 +50,13 @@ def save_figure(fig, folder: Path, name: str, note: str = "", dpi: int = 150) ->
     atomic.savefig(fig, out, dpi=dpi)
     plt.close(fig)
     return [out]
+
+
+def cell_of(setting) -> str:
+    """The ``cell=<name>`` part of a run's setting ('cell=moskovitz_fa' -> 'moskovitz_fa'; '' when the
+    runs did not vary the cell)."""
+    for part in str(setting or "").split(","):
+        key, _, value = part.partition("=")
+        if key == "cell":
+            return value
+    return ""

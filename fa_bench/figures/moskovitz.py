@@ -15,7 +15,7 @@ import pandas as pd
 
 from fa_bench import atomic
 from fa_bench.collect import read_table, select
-from fa_bench.figures.common import mean_band, provenance, save_figure
+from fa_bench.figures.common import cell_of, mean_band, provenance, save_figure
 from fa_bench.figures.registry import figure
 from fa_bench.papers.moskovitz2018 import FIG4, TABLE1
 
@@ -29,15 +29,6 @@ COLOURS = {"moskovitz_bp": "black", "moskovitz_bp_noise": "0.45", "moskovitz_bp_
 def _completed(folder: Path, name: str) -> pd.DataFrame:
     table = read_table(Path(folder) / name)
     return table[table["status"] == "completed"] if "status" in table else table
-
-
-def _cell(setting: str) -> str:
-    """The cell a run's setting names ('cell=moskovitz_fa' -> 'moskovitz_fa'; '' when no cell varied)."""
-    for part in str(setting).split(","):
-        key, _, value = part.partition("=")
-        if key == "cell":
-            return value
-    return ""
 
 
 def _fmt(values: pd.Series, decimals: int) -> str:
@@ -56,7 +47,7 @@ def table1_markdown(folder: Path, experiment: str) -> str:
     runs_path = Path(folder) / "runs.csv"
     runs = read_table(runs_path) if runs_path.is_file() else pd.DataFrame()
     if not runs.empty:
-        runs = runs.assign(cell=runs["setting"].map(_cell))
+        runs = runs.assign(cell=runs["setting"].map(cell_of))
     lines = [f"# Moskovitz et al. 2018, Table 1: {spec['dataset']}, top-1 test error (%)", "",
              "| method | ours: top-1 | ours: top-5 | paper: top-1 | status |", "| --- | --- | --- | --- | --- |"]
     for cell, (label, paper) in spec["cells"].items():
@@ -112,7 +103,7 @@ def _imagenet(folder: Path, experiment: str) -> list[Path]:
     if not (Path(folder) / "curves.csv").is_file():
         return written
     curves = _by_epoch(_completed(folder, "curves.csv"))
-    curves = curves.assign(cell=curves["setting"].map(_cell))
+    curves = curves.assign(cell=curves["setting"].map(cell_of))
     fig, ax = plt.subplots(figsize=(5.5, 4))
     _error_curves(ax, curves, FIG1_CELLS, f"Fig. 1: {TABLE1[experiment]['dataset']}")
     written += save_figure(fig, folder, "fig1.png", "; bands: ±1 sd over seeds")
@@ -139,7 +130,7 @@ def table1_mnist(folder: Path) -> list[Path]:
     if not (Path(folder) / "curves.csv").is_file():
         return written
     curves = _by_epoch(_completed(folder, "curves.csv"))
-    curves = curves.assign(cell=curves["setting"].map(_cell))
+    curves = curves.assign(cell=curves["setting"].map(cell_of))
     panels = (("moskovitz_fa", "delta_angle", "(a) FA"), ("moskovitz_usf_init", "delta_angle", "(b) FA-uSF Init."),
               ("moskovitz_bp_align", "update_angle", "(c) BP + Alignment (update angle)"))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
@@ -188,7 +179,7 @@ def depth_profile(curves: pd.DataFrame, metric: str = "norm_ratio", at: str = "e
 @figure("moskovitz_fig2")
 def fig2(folder: Path) -> list[Path]:
     curves = _completed(folder, "curves.csv")
-    curves = curves.assign(cell=curves["setting"].map(_cell))
+    curves = curves.assign(cell=curves["setting"].map(cell_of))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for ax, (cell, title) in zip(axes, (("moskovitz_fig2_naive", "(a) naïve initialisation"),
                                         ("moskovitz_fig2_vp", "(b) variance-preserving"))):

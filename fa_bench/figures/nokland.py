@@ -14,7 +14,7 @@ import pandas as pd
 
 from fa_bench import atomic
 from fa_bench.collect import read_table, select
-from fa_bench.figures.common import RULE_STYLE, mean_band, provenance, save_figure
+from fa_bench.figures.common import RULE_STYLE, cell_of, mean_band, provenance, save_figure
 from fa_bench.figures.registry import figure
 from fa_bench.papers.nokland2016 import TABLES, VALUES
 
@@ -26,15 +26,6 @@ RULES = ("bp", "fa", "dfa")
 # claims are generated from the same dict
 PAPER = TABLES
 IFA_TEST_ERROR = VALUES["ifa_test_error"]
-
-
-def cell_of(setting) -> str:
-    """The ``cell=<name>`` part of a run's setting ('' when the runs did not vary the cell)."""
-    for part in str(setting or "").split(","):
-        key, _, value = part.partition("=")
-        if key == "cell":
-            return value
-    return ""
 
 
 def _with_cells(df: pd.DataFrame) -> pd.DataFrame:

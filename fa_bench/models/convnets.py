@@ -1,7 +1,7 @@
 """Convolutional networks."""
 from torch import nn
 
-from fa_bench.models.registry import activation, register
+from fa_bench.models.registry import activation, conv_pool_stack, register
 
 
 @register
@@ -16,12 +16,7 @@ def nokland_cifar_conv(in_channels=3, n_classes=10, image_size=32, hidden_activa
     the error enters after each max-pooling layer, as the paper says. ``dropout`` (default off) drops
     the dense layers' inputs.
     """
-    layers: list[nn.Module] = []
-    c_in, side = in_channels, image_size
-    for c_out in channels:
-        layers += [nn.Conv2d(c_in, c_out, 5, padding=2), activation(hidden_activation),
-                   nn.MaxPool2d(3, stride=2, ceil_mode=True)]
-        c_in, side = c_out, -(-(side - 3) // 2) + 1  # ceil((side − 3) / 2) + 1
+    layers, c_in, side = conv_pool_stack(in_channels, image_size, channels, [5] * len(channels), hidden_activation)
     layers.append(nn.Flatten())
     n_in = c_in * side * side
     for _ in range(2):

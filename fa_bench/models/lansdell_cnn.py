@@ -1,7 +1,7 @@
 """Lansdell, Prakash & Kording 2020's CIFAR CNN (Tables 1 and 2b; App. C.4)."""
 from torch import nn
 
-from fa_bench.models.registry import activation, register
+from fa_bench.models.registry import activation, conv_pool_stack, register
 
 
 @register
@@ -21,14 +21,7 @@ def lansdell_cifar_cnn(in_channels=3, n_classes=10, image_size=32, hidden_activa
     """
     if len(channels) != len(kernels):
         raise ValueError(f"channels {list(channels)} and kernels {list(kernels)} must have the same length")
-    layers: list[nn.Module] = []
-    c_in, side = in_channels, image_size
-    for c_out, k in zip(channels, kernels):
-        if k % 2 == 0:
-            raise ValueError(f"kernel {k}: 'same' padding needs an odd kernel")
-        layers += [nn.Conv2d(c_in, c_out, k, padding=k // 2), activation(hidden_activation),
-                   nn.MaxPool2d(3, stride=2, ceil_mode=True)]
-        c_in, side = c_out, -(-(side - 3) // 2) + 1  # ceil((side − 3) / 2) + 1
+    layers, c_in, side = conv_pool_stack(in_channels, image_size, channels, kernels, hidden_activation)
     layers.append(nn.Flatten())
     n_in = c_in * side * side
     for _ in range(2):

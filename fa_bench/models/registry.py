@@ -78,3 +78,18 @@ def build_model(name: str, *, init: str = "default", init_scale=None, bias_init_
     torch.manual_seed(derive_seed(seed, "model"))  # torch's default init draws from the global stream
     model = MODELS[name](**kwargs)
     return init_weights(model, init, init_scale, bias_init_scale, generator(seed, "model"))
+
+
+def conv_pool_stack(in_channels, image_size, channels, kernels, hidden_activation):
+    """Stride-1 'same' convolutions (odd kernels, padding k // 2), each followed by its activation and
+    3x3 max-pooling at stride 2 rounding up (ceil_mode: cuda-convnet's and TF's 'SAME' sizes, 32 → 16 →
+    8 → 4): the convolutional part of Nøkland's CONV net and Lansdell's CIFAR CNN. Returns the layers,
+    the channels and the side of the last map (so the dense head reads channels · side² values)."""
+    layers, c_in, side = [], in_channels, image_size
+    for c_out, k in zip(channels, kernels, strict=True):
+        if k % 2 == 0:
+            raise ValueError(f"kernel {k}: 'same' padding needs an odd kernel")
+        layers += [nn.Conv2d(c_in, c_out, k, padding=k // 2), activation(hidden_activation),
+                   nn.MaxPool2d(3, stride=2, ceil_mode=True)]
+        c_in, side = c_out, -(-(side - 3) // 2) + 1  # ceil((side − 3) / 2) + 1
+    return layers, c_in, side
