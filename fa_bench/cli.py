@@ -7,6 +7,7 @@ with one line and exit 130/143.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -59,6 +60,36 @@ def _main(cfg: DictConfig) -> float | None:
     return final.get("test/error", final.get("test/nse"))
 
 
+@contextlib.contextmanager
+def _mode_errors_reported():
+    """Hydra first composes the config once to read hydra.mode, and swallows any error there
+    (Hydra.get_mode: ``except Exception: return None``); it then falls back to a single run, where a
+    sweep (seed=range(3)) stops with "requires --multirun" instead of the override that broke the
+    composition (hydra.launcher.n_jobs=1 where the experiment's launcher has no n_jobs). So the error
+    of that first composition is the one reported, as one line."""
+    from hydra._internal.hydra import Hydra
+    from hydra.errors import ConfigCompositionException
+
+    swallowing = Hydra.get_mode
+
+    def get_mode(self, config_name, overrides):
+        try:
+            cfg = self.compose_config(config_name=config_name, overrides=overrides, with_log_configuration=False,
+                                      run_mode=RunMode.MULTIRUN, validate_sweep_overrides=False)
+        except ConfigCompositionException as err:
+            cause = f"\n{err.__cause__}" if err.__cause__ is not None else ""  # as Hydra prints it
+            raise SystemExit(f"fa-run: {err}{cause}") from None
+        except Exception:
+            return swallowing(self, config_name, overrides)  # Hydra's own handling of anything else
+        return cfg.hydra.mode
+
+    Hydra.get_mode = get_mode
+    try:
+        yield
+    finally:
+        Hydra.get_mode = swallowing
+
+
 def main():
     """fa-run: a YAML error in a config file the command names is reported as file:line before Hydra
     composes anything (Hydra's own report of it is a traceback)."""
@@ -67,7 +98,8 @@ def main():
     except ConfigError as err:
         raise SystemExit(f"fa-run: {err}") from None
     try:
-        return _main()
+        with _mode_errors_reported():
+            return _main()
     finally:
         shutdown()
 

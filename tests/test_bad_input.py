@@ -201,6 +201,17 @@ def test_cli_bad_value_prints_one_message_without_traceback(tmp_path, overrides,
     _assert_one_message(_fa_run(overrides, tmp_path), tmp_path, *parts)
 
 
+def test_a_bad_override_in_a_sweep_is_named_not_the_sweep(tmp_path):
+    # Hydra reads hydra.mode from a first composition and swallows its error; a sweep then stopped with
+    # "Sweep parameters 'seed=range(2)' requires --multirun". lansdell_fig4 keeps Hydra's basic
+    # launcher, which has no n_jobs: the message must name that override
+    proc = _fa_run(["experiment=lansdell_fig4", "seed=range(2)", "hydra.launcher.n_jobs=1"], tmp_path)
+    out = proc.stdout + proc.stderr
+    _assert_one_message(proc, tmp_path, "fa-run:", "hydra.launcher.n_jobs")
+    assert "requires --multirun" not in out, out
+    assert not list(tmp_path.rglob("summary.json"))  # nothing trained
+
+
 @pytest.mark.parametrize("override,message", [
     ("dataset.n_train=0", "dataset.n_train=0 is out of range (the split holds 1000 examples); valid: [1, 1000]"),
     ("dataset.n_test=-5", "dataset.n_test=-5 is out of range (the split holds 500 examples); valid: [1, 500]"),
