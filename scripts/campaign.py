@@ -140,13 +140,17 @@ def main(argv=None) -> int:
     results = Path(args.results).resolve()
     deadline = time.monotonic() + args.minutes * 60
     log_lines = []
+    planned = 0.0  # --dry-run: the estimates of the items listed so far, as if each took its estimate
     for item in load_queue(Path(args.queue)):
-        left = deadline - time.monotonic()
+        left = deadline - time.monotonic() - planned
         name = " ".join([item["experiment"], *item["overrides"]])
         if left < 30:
             line = f"{name}: not started (budget spent)"
         elif args.dry_run:
-            line = f"{name}: would run (estimate {item.get('minutes', '?')} min, {left / 60:.1f} min left)"
+            estimate = float(item.get("minutes", 0)) * 60
+            fits = "" if estimate <= left else ", the budget would stop it: its finished runs are collected"
+            line = f"{name}: would run (estimate {estimate / 60:g} min of {left / 60:.1f} left{fits})"
+            planned += estimate
         else:
             outcome, took = run_item(item, results, left - args.grace, args.extra, Path(args.runs).resolve(),
                                      args.grace)

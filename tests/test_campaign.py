@@ -109,3 +109,15 @@ def test_every_item_of_the_committed_paper_budget_queue_composes_and_validates()
         cfg = compose_config([f"experiment={item['experiment']}", "hydra.mode=RUN", *plain])
         resolve_config(cfg, command_line=[])
         assert item["minutes"] > 0
+
+
+def test_a_dry_run_sums_the_estimates_and_says_where_the_budget_ends(tmp_path):
+    queue = tmp_path / "queue.yaml"
+    queue.write_text(yaml.safe_dump([{"experiment": e, "minutes": 2} for e in ("lillicrap_fig2", "lillicrap_fig5",
+                                                                                "lillicrap_fig3d")]))
+    out = campaign(queue, tmp_path / "results", 3, "--dry-run")
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "lillicrap_fig2: would run (estimate 2 min of 3.0 left)", out.stdout
+    assert lines[1].startswith("lillicrap_fig5: would run (estimate 2 min of 1.0 left, the budget would stop it")
+    assert lines[2] == "lillicrap_fig3d: not started (budget spent)"
+    assert not (tmp_path / "results").exists()  # nothing ran, nothing written
