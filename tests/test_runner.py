@@ -267,3 +267,24 @@ def test_saved_activations_are_written_and_collected(tmp_path):
     assert (tmp_path / "results" / "x" / "activations" / "fa_seed0.npz").is_file()
     with pytest.raises(ConfigError, match="save_activations"):
         resolve_config(compose_config(["save_activations=0"]))
+
+
+def test_the_sweep_end_lets_loky_workers_go_and_creates_no_pool(monkeypatch):
+    # on_multirun_end releases the joblib launcher's idle workers before collect (not in loky's exit
+    # handler after it); with no pool it must not make one
+    import sys
+
+    from fa_bench.callbacks import _release_workers
+
+    monkeypatch.delitem(sys.modules, "joblib.externals.loky.reusable_executor", raising=False)
+    _release_workers()
+    assert "joblib.externals.loky.reusable_executor" not in sys.modules
+    monkeypatch.undo()
+
+    from joblib import Parallel, delayed
+
+    assert Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+    executor = sys.modules["joblib.externals.loky.reusable_executor"]._executor
+    assert not executor._flags.shutdown
+    _release_workers()
+    assert executor._flags.shutdown
