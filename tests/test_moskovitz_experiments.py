@@ -189,8 +189,10 @@ def test_table1_claims_are_generated_from_the_paper_table_and_follow_it():
     claims = column_claims(entry)
     assert len(claims) == sum(len(spec["cells"]) for spec in TABLE1.values()) == 42
     by_id = {c["id"]: c for c in claims}
-    assert by_id["moskovitz_t1_mnist_usf_sn"]["check"]["paper_value"] == 0.7
-    assert by_id["moskovitz_t1_imagenet2_usf_const"]["check"]["paper_value"] == 51.2
+    assert by_id["moskovitz_t1_mnist_usf_sn"]["check"]["paper_value"] == \
+        TABLE1["moskovitz_table1_mnist"]["cells"]["moskovitz_usf_sn"][1]
+    assert by_id["moskovitz_t1_imagenet2_usf_const"]["check"]["paper_value"] == \
+        TABLE1["moskovitz_table1_imagenet2"]["cells"]["moskovitz_usf_const"][1]
     assert by_id["moskovitz_t1_mnist_fa"]["check"]["abs_tol"] == 0.3
     perturbed = {k: {**v, "cells": dict(v["cells"])} for k, v in TABLE1.items()}
     perturbed["moskovitz_table1_mnist"]["cells"]["moskovitz_fa"] = ("FA", 9.9)
@@ -223,8 +225,9 @@ def test_table1_markdown_puts_ours_beside_the_paper_and_says_not_run(tmp_path):
     pd.DataFrame([{"setting": "cell=moskovitz_fa", "status": "completed", "final_test/error": 1.25,
                    "final_test/top5_error": 0.1, "rule": "fa", "seed": 0}]).to_csv(tmp_path / "runs.csv", index=False)
     text = table1_markdown(tmp_path, "moskovitz_table1_mnist")
-    assert "| FA | 1.25 (n=1) | 0.10 (n=1) | 1.1 | completed |" in text
-    assert "| FA-uSF SN | not run | not run | 0.7 | not run |" in text
+    paper = {cell: f"{value:g}" for cell, (_, value) in TABLE1["moskovitz_table1_mnist"]["cells"].items()}
+    assert f"| FA | 1.25 (n=1) | 0.10 (n=1) | {paper['moskovitz_fa']} | completed |" in text
+    assert f"| FA-uSF SN | not run | not run | {paper['moskovitz_usf_sn']} | not run |" in text
 
 
 def test_imagenet_figures_from_a_real_tiny_sweep(tree, tmp_path):

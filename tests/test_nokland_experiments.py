@@ -25,6 +25,7 @@ from fa_bench.figures.nokland import PAPER
 from fa_bench.models import build_model
 from fa_bench.run import resolve_config, run
 from fa_bench.scorecard import load_claims, write_scorecard
+from fa_bench.papers.nokland2016 import TABLES
 from fa_bench.tsne import joint_probabilities, knn_accuracy, layer_inputs, save_activations, tsne
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -139,7 +140,8 @@ def test_table1_sweep_through_the_cli_collects_into_its_table(tmp_path):
     rows = _rows((folder / "table1.md").read_text())
     assert "not run" not in rows["1x800 Tanh"] and "not run" not in rows["2x800 ReLU"]
     assert rows["1x800 Tanh"].endswith("| 1/1/1 |")
-    assert "| not run | 2.16 ± 0.13 % |" in rows["7x240 Tanh"]  # ours missing, the paper's beside it
+    bp_7x240 = "{:.2f} ± {:.2f} %".format(*TABLES["nokland_table1"]["cells"]["nokland_7x240_tanh"][1]["bp"][:2])
+    assert f"| not run | {bp_7x240} |" in rows["7x240 Tanh"]  # ours missing, the paper's beside it
     assert (folder / "summary.md").is_file()
 
 
@@ -229,12 +231,14 @@ def test_table1_on_made_up_runs(tmp_path):
     rows = {name: line.split(" | ") for name, line in _rows(text).items()}
     two = rows["2x800 Tanh"]
     assert two[1] == "1.70 ± 0.10 %"               # BP: mean ± sd over 3 seeds, training error 0: no brackets
-    assert two[2] == "1.60 ± 0.06 %"               # the paper's beside it
+    cells = TABLES["nokland_table1"]["cells"]
+    assert two[2] == "{:.2f} ± {:.2f} %".format(*cells["nokland_2x800_tanh"][1]["bp"][:2])  # the paper's beside it
     assert two[3] == "1.70 ± 0.00 % (0.50 %)"      # FA: training error above 0.01 % in brackets
     assert two[5] == "— (1 diverged)" and two[7] == "3/3/0 |"
     deep = rows["100x240 Tanh"]
     assert deep[1] == "— (88.76 %)" and deep[2] == "—"  # BP did not converge, nor did the paper's
-    assert deep[5] == "3.90 % (0.12 %)" and deep[6] == "3.92 ± 0.09 % (0.12 %)"
+    assert deep[5] == "3.90 % (0.12 %)" and deep[6] == "{:.2f} ± {:.2f} % ({:.2f} %)".format(
+        *cells["nokland_100x240_tanh"][1]["dfa"])
     assert "not run" in rows["7x240 Tanh"][1]
 
 
