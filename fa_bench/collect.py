@@ -333,3 +333,30 @@ def collect(source: Path | str, dest: Path | str, experiment: str | None = None,
     meta = run_meta(runs, experiment)
     atomic.write_json(dest / "meta.json", meta, indent=2, default=str)
     return meta
+
+
+def merge_collected(base: Path | str, newer: Path | str, experiment: str | None = None) -> dict:
+    """Fold a newer collection of some of an experiment's cells into its committed results, in place:
+    every run and curve row of a setting (cell) that ``newer`` holds replaces ``base``'s rows of that
+    setting; the other cells keep theirs. For cells rerun at a larger budget when the run folders of
+    the rest are gone (the committed results keep records, not run folders). meta.json is recomputed
+    from the merged rows, so its commits and budget list both collections'; returns it."""
+    base, newer = Path(base), Path(newer)
+    runs = {p: read_table(p / "runs.csv") for p in (base, newer)}
+    curves = {p: read_table(p / "curves.csv") for p in (base, newer)}
+    replaced = set(runs[newer]["setting"].fillna("").astype(str))
+    if replaced == {""}:
+        raise ValueError(f"{newer}/runs.csv names no setting: it would replace every run of {base}")
+
+    def kept(table):
+        return table[~table["setting"].fillna("").astype(str).isin(replaced)]
+
+    merged_runs = pd.concat([kept(runs[base]), runs[newer]], ignore_index=True)
+    atomic.to_csv(merged_runs, base / "runs.csv", index=False, na_rep="nan")
+    atomic.to_csv(pd.concat([kept(curves[base]), curves[newer]], ignore_index=True), base / "curves.csv",
+                  index=False, float_format="%.7g", na_rep="nan")
+    # meta from the file as written, read with pandas' own NA handling (read_table keeps "nan" as text,
+    # which the budget lists would then carry): what collect's meta reads from the same runs
+    meta = run_meta(pd.read_csv(base / "runs.csv"), experiment)
+    atomic.write_json(base / "meta.json", meta, indent=2, default=str)
+    return meta

@@ -27,6 +27,7 @@ from fa_bench.tables import write_summary_table
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS_HEADER = "step,epoch,examples,split,name,layer,value\n"
+METRIC_ROW = {"epoch": 1, "examples": 64, "split": "test", "name": "error", "layer": ""}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -320,3 +321,34 @@ def test_runs_of_two_sweeps_share_a_cell_whatever_their_results_dir(tmp_path):
     runs = read_table(tmp_path / "out" / "runs.csv")
     assert sorted(runs["setting"]) == ["cell=nokland_1x800_tanh", "cell=nokland_2x800_relu",
                                        "cell=nokland_2x800_relu,optimizer.lr=0.1"]
+
+
+def test_a_newer_collection_of_some_cells_replaces_only_those_cells(tmp_path):
+    # results/<exp> keeps records, not run folders: a cell rerun at a larger budget is folded in with
+    # merge_collected, the other cells keep their rows, and meta.json lists both budgets and commits
+    from fa_bench.collect import merge_collected
+
+    base, newer = tmp_path / "base", tmp_path / "newer"
+    for folder, cells, steps, commit in ((base, ["a", "b"], 100, "1" * 40), (newer, ["b"], 1000, "2" * 40)):
+        folder.mkdir()
+        rows = [{"rule": "fa", "seed": s, "setting": f"cell={c}", "status": "completed", "git_commit": commit,
+                 "git_dirty": False, "examples": steps * 32, "device": "cpu", "torch_version": "x",
+                 "wall_time": 1.0, "budget_max_steps": steps, "final_test/error": 9.0 if c == "a" else steps}
+                for c in cells for s in (0, 1)]
+        pd.DataFrame(rows).to_csv(folder / "runs.csv", index=False)
+        pd.DataFrame([{**METRIC_ROW, "rule": "fa", "seed": s, "setting": f"cell={c}", "status": "completed",
+                       "step": steps, "value": float(steps)} for c in cells for s in (0, 1)]
+                     ).to_csv(folder / "curves.csv", index=False)
+    meta = merge_collected(base, newer, "exp")
+    runs = read_table(base / "runs.csv")
+    assert sorted(zip(runs["setting"], runs["budget_max_steps"].astype(int))) == [
+        ("cell=a", 100), ("cell=a", 100), ("cell=b", 1000), ("cell=b", 1000)]
+    curves = read_table(base / "curves.csv")
+    assert sorted(set(zip(curves["setting"], curves["step"]))) == [("cell=a", 100), ("cell=b", 1000)]
+    assert meta["budget"]["max_steps"] == [100, 1000] and meta["git_commits"] == ["1" * 40, "2" * 40]
+    assert json.loads((base / "meta.json").read_text())["n_runs"] == 4
+    # a newer collection that names no cell would replace everything: refused
+    pd.DataFrame([{"rule": "fa", "seed": 0, "setting": "", "status": "completed"}]).to_csv(newer / "runs.csv",
+                                                                                         index=False)
+    with pytest.raises(ValueError, match="names no setting"):
+        merge_collected(base, newer, "exp")
