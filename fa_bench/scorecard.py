@@ -18,6 +18,9 @@ from fa_bench import atomic
 from fa_bench.collect import budget_text, read_table, select
 
 RULE_NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA"}  # as the papers' tables head their columns
+# what a row's budget column says beside the run's budget: setup_note, ours ran at the paper's budget
+# (and how); budget_note, ours is below it (and how far); finding, ours ran at it and differs (and why)
+BUDGET_NOTES = ("setup_note", "budget_note", "finding")
 
 
 def paper_data(name: str):
@@ -86,8 +89,9 @@ def table_claims(entry: dict, tables: dict | None = None) -> list[dict]:
                              check={"kind": "value", "select": select_, "metric": "test/error",
                                     "paper_value": mean, "abs_tol": round(max(entry["min_tol"], 2 * sd), 6)},
                              reason=entry["reason"])
-            if entry.get("budget_note"):
-                claim["budget_note"] = entry["budget_note"]
+            for note in BUDGET_NOTES:
+                if entry.get(note):
+                    claim[note] = entry[note]
             claims.append(claim)
     return claims
 
@@ -109,8 +113,9 @@ def column_claims(entry: dict, tables: dict | None = None) -> list[dict]:
                      "check": {"kind": "value", "select": {"setting": f"cell={cell}"}, "metric": entry["metric"],
                                "paper_value": value, "abs_tol": tol},
                      "reason": entry["reason"].format(tol=tol)}
-            if entry.get("budget_note"):
-                claim["budget_note"] = entry["budget_note"]
+            for note in BUDGET_NOTES:
+                if entry.get(note):
+                    claim[note] = entry[note]
             claims.append(claim)
     return claims
 
@@ -282,6 +287,8 @@ def write_scorecard(results_dir: Path | str, out: Path | str | None = None, comm
             if verdict == "no data" and not _selection_ran(claim, curves):
                 ours = verdict = "not run"  # its row's cell is not among the experiment's runs yet
             budget = budget_text(meta)
+        if claim.get("setup_note") and budget:  # at the paper's budget, and how ours ran there
+            budget += f"; **at the paper's budget**: {claim['setup_note']}"
         if claim.get("budget_note") and budget:
             budget += f"; **below the paper's budget**: {claim['budget_note']}"
         if claim.get("finding") and budget:  # measured at the paper's budget: the cause is not the budget

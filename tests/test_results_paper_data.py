@@ -169,12 +169,15 @@ def test_a_cause_found_at_the_papers_budget_is_not_called_a_short_run(tmp_path, 
     base = {"experiment": "nokland_ifa", "source": "s", "paper": "p", "reason": "r",
             "check": {"kind": "below", "select": {"rule": "ifa"}, "metric": "train/error", "threshold": 0.05}}
     monkeypatch.setattr(scorecard, "load_claims", lambda: [{**base, "id": "short", "budget_note": "one epoch"},
-                                                           {**base, "id": "found", "finding": "no lr given"}])
+                                                           {**base, "id": "found", "finding": "no lr given"},
+                                                           {**base, "id": "setup", "setup_note": "its stop rule"}])
     rows = {line.split(" | ")[0][2:]: line for line in write_scorecard(tmp_path).read_text().splitlines()
-            if line.startswith("| short |") or line.startswith("| found |")}
+            if line.startswith(("| short |", "| found |", "| setup |"))}
     assert "**below the paper's budget**: one epoch" in rows["short"] and "why ours differs" not in rows["short"]
     assert "**at the paper's budget, why ours differs**: no lr given" in rows["found"]
     assert "below the paper's budget" not in rows["found"]
+    # setup_note: at the paper's budget, how ours ran (Nøkland Table 1's stopping rule and learning rate)
+    assert "**at the paper's budget**: its stop rule" in rows["setup"] and "below" not in rows["setup"]
 
 
 def test_a_generated_table_field_carries_its_finding_and_a_misspelt_field_stops():
