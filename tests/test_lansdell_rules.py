@@ -318,3 +318,25 @@ def test_options_are_checked_and_convnets_refused():
         assert RULES[name].uses_backward and not RULES[name].learns_feedback
         with pytest.raises(ValueError, match="fully connected"):
             fa_bench.convert(copy.deepcopy(conv), name)
+
+
+def test_the_ridge_sums_keep_a_batch_after_a_million():
+    # V and S are running sums over every batch (1 M at the paper's length): in float32, once V's entries
+    # reach ~5e7 a batch's increment of ~60 is rounded to the ulp (4) or lost, and B = S V⁻¹ drifts;
+    # float64 sums keep each batch's increment
+    model = fa_bench.convert(mlp([6, 7, 5, 4]), "np_feedback", solver="ridge")
+    layer = layers_of(model)[-1]
+    assert layer.feedback_V.dtype == layer.feedback_S.dtype == torch.float64
+    with torch.no_grad():
+        layer.feedback_V.mul_(0).add_(torch.eye(4, dtype=torch.float64) * 5e7)
+        layer.feedback_S.fill_(5e7 + 1)
+    V0, S0 = layer.feedback_V.clone(), layer.feedback_S.clone()
+    x, t = next(iter(batches([6, 4], 1, 16)))
+    rule = rule_of(model)
+    rule.compute_gradients(model, x, t, sse)
+    added_V = layer.feedback_V - V0
+    assert added_V.abs().max() > 0 and torch.all(added_V.diagonal() > 0)  # ẽᵀẽ's diagonal, every entry kept
+    # what float32 sums would have kept of the same increments: at this size, a multiple of the ulp (4)
+    lost = (V0.float() + added_V.float()).double() - V0
+    assert not torch.allclose(lost, added_V, rtol=1e-3, atol=0)
+    assert torch.isfinite(layer.feedback_weight).all()
