@@ -20,7 +20,7 @@ from fa_bench.engines.autograd import PhaseSchedule, RuleEngine
 from fa_bench.errors import ConfigError
 from fa_bench.interrupts import RunInterrupted
 from fa_bench.losses import LOSSES, get_loss
-from fa_bench.models import MODELS, build_model, check_init
+from fa_bench.models import MODELS, build_model, check_bias_value, check_init
 from fa_bench.noise import TrainingNoise
 from fa_bench.optim import OPTIMIZERS
 from fa_bench.optim import build_optimizer as _build_optimizer
@@ -94,7 +94,7 @@ def resolve_config(cfg: DictConfig, command_line: list[str] | None = None) -> Di
         _train_config(cfg)
         model_kwargs = _kwargs(cfg.model)
         check_init(model_kwargs.pop("init", "default"), model_kwargs.pop("init_scale", None))
-        model_kwargs.pop("bias_init_scale", None)
+        check_bias_value(model_kwargs.pop("bias_init_value", None), model_kwargs.pop("bias_init_scale", None))
         with torch.device("meta"):  # builds the architecture without allocating or drawing weights
             MODELS[cfg.model.name](**model_kwargs)
     except (TypeError, ValueError) as err:

@@ -32,7 +32,7 @@ DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 ENGINES = ("autograd", "spiking")
 # settings run.py passes to a builder itself: a config value for them would be ignored or collide
 RUN_SETS = {"rule": ("seed",), "spiking": ("data", "writer", "seed", "device", "progress", "trace_path")}
-MODEL_EXTRA = ("name", "init", "init_scale", "bias_init_scale")  # build_model's own keywords
+MODEL_EXTRA = ("name", "init", "init_scale", "bias_init_scale", "bias_init_value")  # build_model's own keywords
 METRICS_KEYS = ("every", "batch_size", "neuron_sample")
 COLLECT_KEYS = ("max_points", "metrics")
 DATA_KEYS = ("root",)
@@ -607,6 +607,13 @@ def _check_model(m: dict, name):
         except ValueError:
             _fail(name("model", "bias_init_scale"), m["bias_init_scale"],
                   "must be null (zero biases), a number >= 0 (U[-s, s]) or 'fan_in'")
+    if m.get("bias_init_value") is not None:
+        value = m["bias_init_value"]
+        if not _is_num(value):
+            _fail(name("model", "bias_init_value"), value, "must be null or a number (every bias set to it)")
+        if m.get("bias_init_scale") is not None:
+            _fail(name("model", "bias_init_value"), value, f"a constant bias needs bias_init_scale=null (it is "
+                  f"{m['bias_init_scale']!r}: both would set the biases)")
     for k in ("dropout", "input_dropout"):
         if k in m:
             _num(name("model", k), m[k], lo=0, hi=1, hi_strict=True)

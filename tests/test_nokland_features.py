@@ -309,3 +309,22 @@ def test_fig3_separation_measures_are_the_panels_knn_accuracy(tmp_path):
     assert got["0"] == 100.0
     assert got["1"] < 50.0
     assert set(measures["seed"]) == {3} and set(measures["name"]) == {"tsne_knn_accuracy"}
+
+
+def test_bias_init_value_sets_every_bias_and_leaves_weights_drawn():
+    # Lansdell's autoencoder code: every bias the constant 0.1, weights drawn as configured
+    a = build_model("autoencoder", init="fan_in_uniform", init_scale=6 ** 0.5, bias_init_value=0.1, seed=3)
+    b = build_model("autoencoder", init="fan_in_uniform", init_scale=6 ** 0.5, seed=3)  # zero biases
+    for la, lb in zip(_linears(a), _linears(b)):
+        assert torch.equal(la.bias, torch.full_like(la.bias, 0.1))
+        assert torch.equal(la.weight, lb.weight)  # a constant draws nothing: the weights' draws are zero biases'
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"bias_init_value": "0.1"}, "bias_init_value must be null or a number"),
+    ({"bias_init_value": True}, "bias_init_value must be null or a number"),
+    ({"bias_init_value": 0.1, "bias_init_scale": "fan_in"}, "both set the biases"),
+])
+def test_bias_init_value_rejects_nonsense(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_model("mlp", sizes=[3, 2], init="fan_in_uniform", **kwargs)

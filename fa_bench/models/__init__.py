@@ -8,6 +8,7 @@ from fa_bench.models.registry import (  # noqa: F401
     activation,
     build_model,
     check_bias_init,
+    check_bias_value,
     check_init,
     init_weights,
     register,

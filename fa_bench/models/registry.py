@@ -40,15 +40,26 @@ def check_bias_init(bias_scale) -> None:
                          f"(U(±1/√fan_in) per layer), got {bias_scale!r}")
 
 
+def check_bias_value(bias_value, bias_scale=None) -> None:
+    if bias_value is None:
+        return
+    if isinstance(bias_value, bool) or not isinstance(bias_value, (int, float)):
+        raise ValueError(f"bias_init_value must be null or a number (every bias set to it), got {bias_value!r}")
+    if bias_scale is not None:
+        raise ValueError(f"bias_init_value={bias_value!r} and bias_init_scale={bias_scale!r} both set the biases: "
+                         f"keep one (a constant, or a uniform draw)")
+
+
 def init_weights(model: nn.Module, init: str = "default", scale: float | None = None, bias_scale=None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, bias_value=None):
     """Re-initialise every Linear/Conv2d: 'default' (torch's), 'uniform' U[-scale, scale] (Lillicrap),
     'zero' (Nøkland's FA/DFA tanh nets), 'fan_in_uniform' U(±scale/√fan_in) (Nøkland's BP and ReLU nets).
-    Biases: U[-bias_scale, bias_scale] if bias_scale is a number, U(±1/√fan_in) of their layer if it is
-    'fan_in' (Nøkland: "weights and biases were sampled from" that range), else zero (torch's own for
-    'default')."""
+    Biases: the constant bias_value if it is set (the constant 0.1 of Lansdell's autoencoder code),
+    U[-bias_scale, bias_scale] if bias_scale is a number, U(±1/√fan_in) of their layer if it is 'fan_in'
+    (Nøkland: "weights and biases were sampled from" that range), else zero (torch's own for 'default')."""
     check_init(init, scale)
     check_bias_init(bias_scale)
+    check_bias_value(bias_value, bias_scale)
     if init == "default":
         return model
     for m in model.modules():
@@ -63,7 +74,9 @@ def init_weights(model: nn.Module, init: str = "default", scale: float | None = 
                 bound = scale if init == "uniform" else (1.0 if scale is None else scale) * fan_in_bound
                 w.copy_((torch.rand(w.shape, generator=generator) * 2 - 1) * bound)
             if m.bias is not None:
-                if bias_scale is None:
+                if bias_value is not None:
+                    m.bias.fill_(bias_value)
+                elif bias_scale is None:
                     m.bias.zero_()
                 else:
                     b_bound = fan_in_bound if bias_scale == "fan_in" else bias_scale
@@ -71,13 +84,13 @@ def init_weights(model: nn.Module, init: str = "default", scale: float | None = 
     return model
 
 
-def build_model(name: str, *, init: str = "default", init_scale=None, bias_init_scale=None, seed: int = 0,
-                **kwargs) -> nn.Module:
+def build_model(name: str, *, init: str = "default", init_scale=None, bias_init_scale=None, bias_init_value=None,
+                seed: int = 0, **kwargs) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
     torch.manual_seed(derive_seed(seed, "model"))  # torch's default init draws from the global stream
     model = MODELS[name](**kwargs)
-    return init_weights(model, init, init_scale, bias_init_scale, generator(seed, "model"))
+    return init_weights(model, init, init_scale, bias_init_scale, generator(seed, "model"), bias_init_value)
 
 
 def conv_pool_stack(in_channels, image_size, channels, kernels, hidden_activation):
