@@ -92,7 +92,7 @@ def table2a(folder: Path) -> list[Path]:
     lines = ["# Lansdell 2020, Table 2a (MNIST autoencoder): min over training of a 32-image batch's summed "
              "test loss, mean ± s.e. over seeds", "",
              "Written by fa_bench.figures.lansdell_autoencoder from curves.csv; budget in the figure footer and "
-             "meta.json (far below the paper's 1 M iterations, so our losses are higher).", "",
+             "meta.json (the paper: 1 M iterations x 10 runs; the scorecard's budget column says how far each row is).", "",
              "| method | seeds | ours | paper |", "| --- | --- | --- | --- |"]
     for _, r in table.iterrows():
         paper = "–" if not np.isfinite(r["paper_mean"]) else f"{r['paper_mean']:.1f} ± {r['paper_se']:.1f}"
