@@ -93,8 +93,9 @@ def resolve_config(cfg: DictConfig, command_line: list[str] | None = None) -> Di
         get_rule(cfg.rule.name, **_rule_options(cfg))
         _train_config(cfg)
         model_kwargs = _kwargs(cfg.model)
-        check_init(model_kwargs.pop("init", "default"), model_kwargs.pop("init_scale", None))
-        check_bias_value(model_kwargs.pop("bias_init_value", None), model_kwargs.pop("bias_init_scale", None))
+        init = model_kwargs.pop("init", "default")
+        check_init(init, model_kwargs.pop("init_scale", None))
+        check_bias_value(model_kwargs.pop("bias_init_value", None), model_kwargs.pop("bias_init_scale", None), init)
         with torch.device("meta"):  # builds the architecture without allocating or drawing weights
             MODELS[cfg.model.name](**model_kwargs)
     except (TypeError, ValueError) as err:

@@ -588,7 +588,7 @@ def _check_model(m: dict, name):
     """Keys and types of the model; returns the model built on the meta device (no memory, no draws),
     or None when it cannot be built here (run.py reports that)."""
     from fa_bench.models import MODELS
-    from fa_bench.models.registry import ACTIVATIONS, WEIGHT_INITS, check_bias_init
+    from fa_bench.models.registry import ACTIVATIONS, WEIGHT_INITS, bias_value_problem, check_bias_init
 
     _choice(name("model", "name"), m["name"], sorted(MODELS))
     params = _params(MODELS[m["name"]])
@@ -607,13 +607,9 @@ def _check_model(m: dict, name):
         except ValueError:
             _fail(name("model", "bias_init_scale"), m["bias_init_scale"],
                   "must be null (zero biases), a number >= 0 (U[-s, s]) or 'fan_in'")
-    if m.get("bias_init_value") is not None:
-        value = m["bias_init_value"]
-        if not _is_num(value):
-            _fail(name("model", "bias_init_value"), value, "must be null or a number (every bias set to it)")
-        if m.get("bias_init_scale") is not None:
-            _fail(name("model", "bias_init_value"), value, f"a constant bias needs bias_init_scale=null (it is "
-                  f"{m['bias_init_scale']!r}: both would set the biases)")
+    problem = bias_value_problem(m.get("bias_init_value"), m.get("bias_init_scale"), m.get("init", "default"))
+    if problem:
+        _fail(name("model", "bias_init_value"), m["bias_init_value"], problem)
     for k in ("dropout", "input_dropout"):
         if k in m:
             _num(name("model", k), m[k], lo=0, hi=1, hi_strict=True)

@@ -44,6 +44,7 @@ BAD = [
     (["+model.bias_init_scale=-1"], ["model.bias_init_scale=-1", "fan_in"]),
     (["+model.bias_init_value=abc"], ["model.bias_init_value='abc'", "a number"]),
     (["+model.bias_init_value=0.1", "+model.bias_init_scale=fan_in"], ["model.bias_init_value=0.1", "bias_init_scale=null"]),
+    (["+model.bias_init_value=0.1"], ["model.bias_init_value=0.1", "init other than 'default'"]),
     # rule
     (["rule=node_perturbation", "rule.sigma=-1"], ["rule.sigma=-1", "> 0"]),
     (["rule=node_perturbation", "rule.sigma=0"], ["rule.sigma=0", "> 0"]),

@@ -328,3 +328,9 @@ def test_bias_init_value_sets_every_bias_and_leaves_weights_drawn():
 def test_bias_init_value_rejects_nonsense(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_model("mlp", sizes=[3, 2], init="fan_in_uniform", **kwargs)
+
+
+def test_bias_init_value_refused_under_torchs_default_init():
+    # init='default' keeps torch's own weights and biases: a constant there would be dropped silently
+    with pytest.raises(ValueError, match="init other than 'default'"):
+        build_model("mlp", sizes=[3, 2], bias_init_value=0.1)

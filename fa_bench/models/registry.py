@@ -40,14 +40,25 @@ def check_bias_init(bias_scale) -> None:
                          f"(U(±1/√fan_in) per layer), got {bias_scale!r}")
 
 
-def check_bias_value(bias_value, bias_scale=None) -> None:
+def bias_value_problem(bias_value, bias_scale=None, init="default") -> str | None:
+    """What is wrong with a constant bias setting (None: nothing); the config check (fa_bench.validation)
+    and check_bias_value both word their refusal with it."""
     if bias_value is None:
-        return
+        return None
     if isinstance(bias_value, bool) or not isinstance(bias_value, (int, float)):
-        raise ValueError(f"bias_init_value must be null or a number (every bias set to it), got {bias_value!r}")
+        return "must be null or a number (every bias set to it)"
     if bias_scale is not None:
-        raise ValueError(f"bias_init_value={bias_value!r} and bias_init_scale={bias_scale!r} both set the biases: "
-                         f"keep one (a constant, or a uniform draw)")
+        return (f"both set the biases with bias_init_scale={bias_scale!r}: keep bias_init_scale=null with a "
+                f"constant bias")
+    if init == "default":
+        return "needs a weight init other than 'default' (torch's own init leaves torch's biases): set init"
+    return None
+
+
+def check_bias_value(bias_value, bias_scale=None, init="default") -> None:
+    problem = bias_value_problem(bias_value, bias_scale, init)
+    if problem:
+        raise ValueError(f"bias_init_value {problem}, got {bias_value!r}")
 
 
 def init_weights(model: nn.Module, init: str = "default", scale: float | None = None, bias_scale=None,
@@ -59,7 +70,7 @@ def init_weights(model: nn.Module, init: str = "default", scale: float | None = 
     (Nøkland: "weights and biases were sampled from" that range), else zero (torch's own for 'default')."""
     check_init(init, scale)
     check_bias_init(bias_scale)
-    check_bias_value(bias_value, bias_scale)
+    check_bias_value(bias_value, bias_scale, init)
     if init == "default":
         return model
     for m in model.modules():
