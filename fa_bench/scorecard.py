@@ -121,16 +121,23 @@ def column_claims(entry: dict, tables: dict | None = None) -> list[dict]:
 
 
 def with_findings(entry: dict, claims: list[dict]) -> list[dict]:
-    """A generated table's ``findings: {<field>: <cause>}`` (the field: its claim id less ``id_prefix``)
-    set on those claims; a field the table does not have is an error, not a finding that never shows."""
-    findings = entry.get("findings") or {}
+    """A generated table's per-field notes (the field: its claim id less ``id_prefix``):
+    ``findings: {<field>: <cause>}`` sets that claim's ``finding``, and ``budget_notes: {<field>: <how far>}``
+    its ``budget_note`` and drops the table's ``setup_note``, which says the fields ran at the paper's
+    budget and so would be false for that one. A field the table does not have is an error, not a note
+    that never shows."""
     by_field = {c["id"].removeprefix(entry["id_prefix"]): c for c in claims}
-    unknown = sorted(set(findings) - set(by_field))
-    if unknown:
-        raise ValueError(f"claims.yaml, {entry.get('table_claims') or entry.get('column_claims')}: findings for "
-                         f"fields the table does not have: {unknown}; its fields: {', '.join(by_field)}")
-    for field, cause in findings.items():
+    notes = {"findings": "finding", "budget_notes": "budget_note"}
+    for key, note in notes.items():
+        unknown = sorted(set(entry.get(key) or {}) - set(by_field))
+        if unknown:
+            raise ValueError(f"claims.yaml, {entry.get('table_claims') or entry.get('column_claims')}: {key} for "
+                             f"fields the table does not have: {unknown}; its fields: {', '.join(by_field)}")
+    for field, cause in (entry.get("findings") or {}).items():
         by_field[field]["finding"] = cause
+    for field, how_far in (entry.get("budget_notes") or {}).items():
+        by_field[field]["budget_note"] = how_far
+        by_field[field].pop("setup_note", None)
     return claims
 
 

@@ -126,6 +126,22 @@ def _fa_run(args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
+def test_the_100x240_net_gives_bp_and_fa_no_signal_to_learn_from_and_dfa_one():
+    """Table 1's empty fields (BP and FA on 100x240 tanh: "no convergence") have a cause the net shows
+    at its first step, built as a run builds it: under BP the input is lost on the way up (the logits
+    hardly differ between images) and the lowest layers' gradient underflows to zero; FA from zero
+    weights gives no layer a gradient; DFA sends the error straight to layer 1."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from deep_signal_check import signal
+
+    bp, fa, dfa = (signal(rule, batch=32) for rule in ("bp", "fa", "dfa"))
+    assert bp["init"] == "fan_in_uniform" and fa["init"] == dfa["init"] == "zero"
+    assert bp["spread"] < 1e-5  # a trained net's logits differ between images by order 1
+    assert bp["grad"]["h1"] < 1e-20 and bp["grad"]["h100"] > 1e-3 and bp["grad"]["out"] > 1e-3
+    assert all(v == 0.0 for v in fa["grad"].values())
+    assert dfa["grad"]["h1"] > 1e-2
+
+
 def test_table1_sweep_through_the_cli_collects_into_its_table(tmp_path):
     proc = _fa_run(["experiment=nokland_table1", "cell=nokland_1x800_tanh,nokland_2x800_relu", "seed=range(1)",
                     "trainer.max_steps=3", "dataset.n_train=128", "dataset.n_test=64", "trainer.eval_every=2",

@@ -191,3 +191,18 @@ def test_a_generated_table_field_carries_its_finding_and_a_misspelt_field_stops(
     entry["findings"] = {"7x240_tanh_fb": "typo"}
     with pytest.raises(ValueError, match=r"7x240_tanh_fb.*its fields: .*7x240_tanh_fa"):
         with_findings(entry, table_claims(entry))
+
+
+def test_a_generated_table_field_run_short_says_so_instead_of_the_tables_setup_note():
+    from fa_bench.scorecard import table_claims, with_findings
+
+    entry = {"table_claims": "nokland2016/nokland_table1", "id_prefix": "nokland_t1_", "source": "s", "min_tol": 0.3,
+             "reason": "r", "setup_note": "the stop rule", "budget_notes": {"100x240_tanh_bp": "5 of 300 epochs"}}
+    claims = {c["id"]: c for c in with_findings(entry, table_claims(entry))}
+    short = claims["nokland_t1_100x240_tanh_bp"]
+    assert short["budget_note"] == "5 of 300 epochs" and "setup_note" not in short
+    assert claims["nokland_t1_100x240_tanh_fa"]["setup_note"] == "the stop rule"
+    assert "budget_note" not in claims["nokland_t1_100x240_tanh_fa"]
+    entry["budget_notes"] = {"100x240_tanh_bq": "typo"}
+    with pytest.raises(ValueError, match=r"budget_notes for fields the table does not have: \['100x240_tanh_bq'\]"):
+        with_findings(entry, table_claims(entry))
