@@ -124,8 +124,10 @@ def with_findings(entry: dict, claims: list[dict]) -> list[dict]:
     """A generated table's per-field notes (the field: its claim id less ``id_prefix``):
     ``findings: {<field>: <cause>}`` sets that claim's ``finding``, and ``budget_notes: {<field>: <how far>}``
     its ``budget_note`` and drops the table's ``setup_note``, which says the fields ran at the paper's
-    budget and so would be false for that one. A field the table does not have is an error, not a note
-    that never shows."""
+    budget and so would be false for that one. A field run short with a budget key on the command line
+    (``trainer.epochs=3``) has that key in its runs' setting: ``{<field>: {note: <how far>, setting:
+    <the runs' setting>}}`` scores those runs, and only those. A field the table does not have is an
+    error, not a note that never shows."""
     by_field = {c["id"].removeprefix(entry["id_prefix"]): c for c in claims}
     notes = {"findings": "finding", "budget_notes": "budget_note"}
     for key, note in notes.items():
@@ -136,8 +138,12 @@ def with_findings(entry: dict, claims: list[dict]) -> list[dict]:
     for field, cause in (entry.get("findings") or {}).items():
         by_field[field]["finding"] = cause
     for field, how_far in (entry.get("budget_notes") or {}).items():
-        by_field[field]["budget_note"] = how_far
-        by_field[field].pop("setup_note", None)
+        claim = by_field[field]
+        if isinstance(how_far, dict):
+            claim["check"] = {**claim["check"], "select": {**claim["check"]["select"], "setting": how_far["setting"]}}
+            how_far = how_far["note"]
+        claim["budget_note"] = how_far
+        claim.pop("setup_note", None)
     return claims
 
 

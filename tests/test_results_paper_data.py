@@ -203,6 +203,12 @@ def test_a_generated_table_field_run_short_says_so_instead_of_the_tables_setup_n
     assert short["budget_note"] == "5 of 300 epochs" and "setup_note" not in short
     assert claims["nokland_t1_100x240_tanh_fa"]["setup_note"] == "the stop rule"
     assert "budget_note" not in claims["nokland_t1_100x240_tanh_fa"]
+    assert short["check"]["select"] == {"rule": "bp", "setting": "cell=nokland_100x240_tanh"}
+    entry["budget_notes"] = {"100x240_tanh_bp": {"note": "3 epochs", "setting": "cell=nokland_100x240_tanh,trainer.epochs=3"}}
+    claims = {c["id"]: c for c in with_findings(entry, table_claims(entry))}
+    assert claims["nokland_t1_100x240_tanh_bp"]["check"]["select"]["setting"] == "cell=nokland_100x240_tanh,trainer.epochs=3"
+    assert claims["nokland_t1_100x240_tanh_bp"]["budget_note"] == "3 epochs"
+    assert claims["nokland_t1_100x240_tanh_fa"]["check"]["select"]["setting"] == "cell=nokland_100x240_tanh"
     entry["budget_notes"] = {"100x240_tanh_bq": "typo"}
     with pytest.raises(ValueError, match=r"budget_notes for fields the table does not have: \['100x240_tanh_bq'\]"):
         with_findings(entry, table_claims(entry))
