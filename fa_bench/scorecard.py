@@ -129,8 +129,7 @@ def with_findings(entry: dict, claims: list[dict]) -> list[dict]:
     <the runs' setting>}}`` scores those runs, and only those. A field the table does not have is an
     error, not a note that never shows."""
     by_field = {c["id"].removeprefix(entry["id_prefix"]): c for c in claims}
-    notes = {"findings": "finding", "budget_notes": "budget_note"}
-    for key, note in notes.items():
+    for key in ("findings", "budget_notes"):
         unknown = sorted(set(entry.get(key) or {}) - set(by_field))
         if unknown:
             raise ValueError(f"claims.yaml, {entry.get('table_claims') or entry.get('column_claims')}: {key} for "
