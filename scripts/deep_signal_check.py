@@ -18,13 +18,14 @@ import argparse
 import torch
 
 from fa_bench.config import compose_config
+from fa_bench.convert import converted_layers
 from fa_bench.losses import get_loss
 from fa_bench.run import build_data, build_model_on, resolve_config
 
 
 def signal(rule: str, seed: int = 0, batch: int = 64) -> dict:
     """One batch through the net as a Table 1 run of ``rule`` builds it: the logits' relative spread
-    across the batch, and each picked layer's weight-gradient norm."""
+    across the batch, and each picked layer's largest weight-gradient entry (|g|, float64)."""
     overrides = ["experiment=nokland_table1", "cell=nokland_100x240_tanh", f"rule={rule}", f"seed={seed}",
                  "hydra.mode=RUN"]
     cfg = resolve_config(compose_config(overrides), overrides)
@@ -32,7 +33,7 @@ def signal(rule: str, seed: int = 0, batch: int = 64) -> dict:
     model = build_model_on(cfg, data, torch.device("cpu"))
     out = model(data.x_train[:batch])
     get_loss(cfg.loss)(out, data.y_train[:batch]).mean().backward()
-    linears = [m for m in model.modules() if hasattr(m, "weight") and m.weight.dim() == 2]
+    linears = [layer for _, layer in converted_layers(model)]  # every rule here converts all 101 Linears
     picks = {"h1": 0, "h10": 9, "h50": 49, "h90": 89, "h100": 99, "out": len(linears) - 1}
     return {"init": cfg.model.init,
             "spread": (out.std(0).mean() / out.abs().mean().clamp_min(1e-30)).item(),
@@ -47,8 +48,8 @@ def main():
     torch.set_num_threads(1)
     for rule in args.rules.split(","):
         s = signal(rule, args.seed)
-        norms = "  ".join(f"{k} {v:.2e}" for k, v in s["grad"].items())
-        print(f"{rule:4s} init={s['init']:15s} logit spread across the batch {s['spread']:.2e}   max |grad W|: {norms}")
+        grads = "  ".join(f"{k} {v:.2e}" for k, v in s["grad"].items())
+        print(f"{rule:4s} init={s['init']:15s} logit spread across the batch {s['spread']:.2e}   max |grad W|: {grads}")
 
 
 if __name__ == "__main__":
