@@ -4,7 +4,6 @@ Conventions as in test_rules.py: float64 nets, per-example losses whose mean is 
 W's shape with ``grad_x = grad_out @ B``.
 """
 import copy
-import itertools
 import math
 
 import pytest
@@ -17,18 +16,9 @@ from fa_bench import converted_layers
 from fa_bench import metrics as M
 from fa_bench.probe import AlignmentProbe
 from fa_bench.seeding import DeviceStreams
+from test_rules import mlp  # the float64 MLP every rule test builds
 
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
-
-
-def mlp(sizes, act=nn.Tanh, bias=True, seed=0):
-    torch.manual_seed(seed)
-    layers = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Linear(a, b, bias=bias))
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers).double()
 
 
 def convnet(in_shape=(3, 2, 10, 10), n_out=5, seed=0):
