@@ -301,6 +301,7 @@ class SpikingEngine(Engine):
                  lr, weight_decay, w_scale, b_scale, eval_n, readout, trace_at, trace_steps, trace_neurons,
                  epochs, trace_path, device):
         self.seed, self.streams, self.steps_per_image, self.test_steps = seed, streams, steps_per_image, test_steps
+        self.seeds = [seed]
         self.readout, self.trace_path = readout, trace_path
         self.step_size = steps_per_image
         device = torch.device(device) if device is not None else data.x_train.device

@@ -153,6 +153,7 @@ class Engine:
 
     name = "engine"
     n_seeds = 1
+    seeds: list[int] = [0]  # the seed number at each stack index (what log lines name)
     task = "classification"
     step_size = 1  # the `step` column advances this much per batch (the spiking net: time steps per image)
     eval_unit = "steps"  # what trainer.eval_every counts: "steps", or "examples" (the spiking net)
@@ -447,7 +448,7 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
                 log_probe(epoch, [s])  # the state this seed ends in
             ended[s] = (step, examples, epoch + 1)
             engine.stop_seed(s)
-            log.info("seed %d stopped at step %d (epoch %d): %s", s, step, epoch, why)
+            log.info("seed %d stopped at step %d (epoch %d): %s", engine.seeds[s], step, epoch, why)
 
     if resume is None:
         log_eval()

@@ -81,14 +81,18 @@ def test_every_rule_stacks_and_the_seeds_keep_their_own_tensors():
         assert not torch.equal(stacked[1].weight[0], stacked[1].weight[1])  # different seeds differ
 
 
-def test_a_diverging_seed_stops_and_the_others_go_on(tmp_path):
+def test_a_diverging_seed_stops_and_the_others_go_on(tmp_path, caplog):
     # seed 1's teacher is scaled up so far that its loss crosses divergence_loss; the others are unaffected
     overrides = [*TEACHER, *COMMON, "rule=fa", "trainer.divergence_loss=50", "dataset.weight_scale=0.5"]
     big = [*overrides, "dataset.weight_scale=40"]
     cfg = compose_config([*overrides, "seeds=[0,2]"])
     run_seeds(cfg, tmp_path / "ok")
     mixed = compose_config([*big, "seeds=[0,2]"])
-    out = run_seeds(mixed, tmp_path / "mixed")
+    with caplog.at_level(logging.INFO, logger="fa_bench.trainer"):
+        out = run_seeds(mixed, tmp_path / "mixed")
+    stopped = sorted(int(m.group(1)) for r in caplog.records if (m := re.match(r"seed (\d+) stopped", r.getMessage())))
+    # the log names a stopped seed by its number, not by its place in the stack (seed 2 is at index 1)
+    assert stopped == [s["seed"] for s in out if s["status"] == "diverged"] and 2 in stopped
     solo = [run(compose_config([*big, f"seed={s}"]), tmp_path / f"solo{s}") for s in (0, 2)]
     assert [s["status"] for s in out] == [s["status"] for s in solo]
     assert "diverged" in {s["status"] for s in out}
