@@ -152,12 +152,15 @@ class Engine:
     """
 
     name = "engine"
-    n_seeds = 1
-    seeds: list[int] = [0]  # the seed number at each stack index (what log lines name)
+    seeds: tuple[int, ...] | list[int] = (0,)  # the seed number at each stack index (what log lines name)
     task = "classification"
     step_size = 1  # the `step` column advances this much per batch (the spiking net: time steps per image)
     eval_unit = "steps"  # what trainer.eval_every counts: "steps", or "examples" (the spiking net)
     honours: frozenset[str] = frozenset()
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
 
     def steps_per_epoch(self) -> int:
         raise NotImplementedError

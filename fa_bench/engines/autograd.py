@@ -99,7 +99,6 @@ class RuleEngine(Engine):
         self.rule = rule_of(model)
         self.stacked = self.rule.seeds is not None
         self.seeds = [int(s) for s in seeds]
-        self.n_seeds = len(self.seeds)
         if self.stacked and self.rule.seeds != self.seeds:
             raise ValueError(f"the stacked model's seeds {self.rule.seeds} are not {self.seeds}")
         if not self.stacked and self.n_seeds != 1:
