@@ -90,7 +90,9 @@ def test_table1_uses_the_papers_settings():
     do = _resolved("experiment=nokland_table1", "rule=dfa", "cell=nokland_2x800_tanh_do")
     assert (do.model.input_dropout, do.model.dropout) == (0.1, 0.5)
     adv = _resolved("experiment=nokland_table1", "rule=fa", "cell=nokland_2x800_tanh_adv")
-    assert adv.trainer.adversarial.epsilon == 0.25 and adv.model.dropout == 0.0
+    # ε chosen by BP (results/nokland_table1/adv_check/), α Goodfellow's
+    assert (adv.trainer.adversarial.epsilon, adv.trainer.adversarial.alpha) == (0.1, 0.5)
+    assert adv.model.dropout == 0.0
     deep = _resolved("experiment=nokland_table1", "rule=dfa", "cell=nokland_100x240_tanh")
     assert (deep.model.depth, deep.model.width) == (100, 240)
 
