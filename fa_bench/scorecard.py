@@ -126,16 +126,22 @@ def with_findings(entry: dict, claims: list[dict]) -> list[dict]:
     its ``budget_note`` and drops the table's ``setup_note``, which says the fields ran at the paper's
     budget and so would be false for that one. A field run short with a budget key on the command line
     (``trainer.epochs=3``) has that key in its runs' setting: ``{<field>: {note: <how far>, setting:
-    <the runs' setting>}}`` scores those runs, and only those. A field the table does not have is an
-    error, not a note that never shows."""
+    <the runs' setting>}}`` scores those runs, and only those. ``settings: {<field>: <the runs' setting>}``
+    does the same for a field at the paper's budget whose runs named a key on the command line that the
+    config has since taken as its value (the runs that chose it: Table 1's ADV ε; a test holds each such
+    setting to the config it names). A field the table does not have is an error, not a note that never
+    shows."""
     by_field = {c["id"].removeprefix(entry["id_prefix"]): c for c in claims}
-    for key in ("findings", "budget_notes"):
+    for key in ("findings", "budget_notes", "settings"):
         unknown = sorted(set(entry.get(key) or {}) - set(by_field))
         if unknown:
             raise ValueError(f"claims.yaml, {entry.get('table_claims') or entry.get('column_claims')}: {key} for "
                              f"fields the table does not have: {unknown}; its fields: {', '.join(by_field)}")
     for field, cause in (entry.get("findings") or {}).items():
         by_field[field]["finding"] = cause
+    for field, setting in (entry.get("settings") or {}).items():
+        claim = by_field[field]
+        claim["check"] = {**claim["check"], "select": {**claim["check"]["select"], "setting": setting}}
     for field, how_far in (entry.get("budget_notes") or {}).items():
         claim = by_field[field]
         if isinstance(how_far, dict):

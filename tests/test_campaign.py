@@ -121,3 +121,43 @@ def test_a_dry_run_sums_the_estimates_and_says_where_the_budget_ends(tmp_path):
     assert lines[1].startswith("lillicrap_fig5: would run (estimate 2 min of 1.0 left, the budget would stop it")
     assert lines[2] == "lillicrap_fig3d: not started (budget spent)"
     assert not (tmp_path / "results").exists()  # nothing ran, nothing written
+
+
+def recollect(*args):
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "recollect.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_recollect_rebuilds_the_results_from_the_archive_alone(tmp_path):
+    # a sweep collects its own results; its finished runs archived, the machine's runs/ folder deleted,
+    # recollect must give the same runs.csv from the archive, and follow a run folder moved out of it
+    sweep = tmp_path / "machine" / "lillicrap_fig2"
+    done = subprocess.run(["fa-run", "experiment=lillicrap_fig2", *TINY_FIG2, "rule=fa,bp", "seed=range(2)",
+                           f"hydra.sweep.dir={sweep}", f"results_dir={tmp_path / 'own'}", "device=cpu"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = tmp_path / "results"
+    made = recollect("lillicrap_fig2", "--results", results, "--add", sweep)
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert "4 finished run(s) archived" in made.stdout and "4 completed" in made.stdout, made.stdout
+    archive = results / "lillicrap_fig2" / "runs"
+    assert not list(archive.rglob("checkpoint*")) and not list(archive.rglob(".lock"))
+    import shutil
+    shutil.rmtree(tmp_path / "machine")
+    own = pd.read_csv(tmp_path / "own" / "lillicrap_fig2" / "runs.csv")
+    again = recollect("lillicrap_fig2", "--results", results)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rebuilt = pd.read_csv(results / "lillicrap_fig2" / "runs.csv")
+    key = ["rule", "seed"]
+    pd.testing.assert_frame_equal(rebuilt.sort_values(key).reset_index(drop=True),
+                                  own.sort_values(key).reset_index(drop=True)[rebuilt.columns])
+    assert (results / "lillicrap_fig2" / "fig2.png").is_file()  # an experiment's own folder: its figure too
+    # a check's folder: its own archive, tables without the figure
+    check = results / "lillicrap_fig2" / "some_check"
+    moved = next(p for p in archive.iterdir() if p.name.startswith("bp_"))
+    (check / "runs").mkdir(parents=True)
+    moved.rename(check / "runs" / moved.name)
+    assert recollect("lillicrap_fig2", "--results", results).returncode == 0
+    assert recollect("lillicrap_fig2", "--results", results, "--dest", check).returncode == 0
+    left, checked = (pd.read_csv(f / "runs.csv") for f in (results / "lillicrap_fig2", check))
+    assert len(left) + len(checked) == 4 and "bp" in set(checked["rule"]) and not (check / "fig2.png").exists()

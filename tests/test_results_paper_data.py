@@ -212,3 +212,19 @@ def test_a_generated_table_field_run_short_says_so_instead_of_the_tables_setup_n
     entry["budget_notes"] = {"100x240_tanh_bq": "typo"}
     with pytest.raises(ValueError, match=r"budget_notes for fields the table does not have: \['100x240_tanh_bq'\]"):
         with_findings(entry, table_claims(entry))
+
+
+def test_a_generated_table_field_at_the_papers_budget_can_score_runs_that_named_a_key():
+    from fa_bench.scorecard import table_claims, with_findings
+
+    setting = "cell=nokland_2x800_tanh_adv,trainer.adversarial.epsilon=0.1"
+    entry = {"table_claims": "nokland2016/nokland_table1", "id_prefix": "nokland_t1_", "source": "s", "min_tol": 0.3,
+             "reason": "r", "setup_note": "the stop rule", "settings": {"2x800_tanh_adv_bp": setting}}
+    claims = {c["id"]: c for c in with_findings(entry, table_claims(entry))}
+    assert claims["nokland_t1_2x800_tanh_adv_bp"]["check"]["select"] == {"rule": "bp", "setting": setting}
+    assert claims["nokland_t1_2x800_tanh_adv_bp"]["setup_note"] == "the stop rule"  # still the paper's budget
+    assert "budget_note" not in claims["nokland_t1_2x800_tanh_adv_bp"]
+    assert claims["nokland_t1_2x800_tanh_adv_dfa"]["check"]["select"]["setting"] == "cell=nokland_2x800_tanh_adv"
+    entry["settings"] = {"2x800_tanh_adv_bq": setting}
+    with pytest.raises(ValueError, match=r"settings for fields the table does not have: \['2x800_tanh_adv_bq'\]"):
+        with_findings(entry, table_claims(entry))
