@@ -163,12 +163,44 @@ def _alters_the_run(key: str) -> bool:
     return key.split(".")[0] not in NOT_IN_RUN_KEY and key != "trainer.progress"
 
 
-def _settings(overrides: list[dict], swept=()) -> list[str]:
+_UNSET = object()
+
+
+def _run_config(run_dir: Path) -> dict | None:
+    """A run's resolved config.yaml (a seed-batched run's own, else its job's), or None."""
+    for path in (run_dir / "config.yaml", run_dir.parent / "config.yaml"):
+        cfg = _yaml(path)
+        if isinstance(cfg, dict):
+            return cfg
+    return None
+
+
+def _config_value(cfg: dict, key: str):
+    for part in key.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return _UNSET
+        cfg = cfg[part]
+    return cfg
+
+
+def _settings(overrides: list[dict], swept=(), configs=None) -> list[str]:
     """Each run's cell: the overrides (other than rule and seed, and those that do not alter the run)
     whose values differ across the runs, and those the experiment file sweeps (``swept``) whatever
-    the runs at hand hold: one cell of a table, or the only one finished so far, is still named."""
+    the runs at hand hold: one cell of a table, or the only one finished so far, is still named.
+    Where every run's resolved config (``configs``) holds the key, its values there decide: a key one
+    run was given on the command line and another took from the config, at the same value, trained
+    the same thing and does not split them (Table 1's runs with optimizer.lr=1e-4 typed, and later
+    ones at the config's 1e-4)."""
     keys = {k for o in overrides for k in o if _alters_the_run(k)} - {"rule", "seed", "seeds"}
-    varying = sorted(k for k in keys if k in swept or len({o.get(k) for o in overrides}) > 1)
+
+    def values(key):
+        if configs is not None and all(c is not None for c in configs):
+            resolved = [_config_value(c, key) for c in configs]
+            if all(v is not _UNSET for v in resolved):
+                return {yaml.safe_dump(v) for v in resolved}
+        return {o.get(key) for o in overrides}
+
+    varying = sorted(k for k in keys if k in swept or len(values(k)) > 1)
     return [",".join(f"{k}={o[k]}" for k in varying if k in o) for o in overrides]
 
 
@@ -197,7 +229,8 @@ def load_runs(run_dirs, missing=(), swept=()) -> tuple[pd.DataFrame, pd.DataFram
     kept as rows with status 'missing'. ``swept``: keys that always name a run's cell (_settings)."""
     runs, curves = [], []
     records = [(d, _overrides(d), _read_summary(d)) for d in run_dirs] + list(missing)
-    for (run_dir, _, summary), setting in zip(records, _settings([o for _, o, _ in records], swept)):
+    configs = [_run_config(Path(d)) for d, _, _ in records]
+    for (run_dir, _, summary), setting in zip(records, _settings([o for _, o, _ in records], swept, configs)):
         row = {k: v for k, v in summary.items() if not isinstance(v, dict)}
         row.setdefault("status", "failed")
         row.update({f"budget_{k}": v for k, v in (summary.get("budget") or {}).items()})

@@ -88,3 +88,23 @@ def test_a_swept_key_names_the_cell_even_when_one_value_was_collected():
     assert _settings(one_cell, swept_by("nokland_table1")) == ["cell=nokland_2x800_tanh"] * 2
     two_cells = [{"cell": "a", "optimizer.lr": "0.1"}, {"cell": "b", "optimizer.lr": "0.1"}]
     assert _settings(two_cells) == ["cell=a", "cell=b"]  # a constant override stays out of the label
+
+
+def test_a_key_typed_by_some_runs_at_the_configs_value_does_not_split_their_cell():
+    # Table 1: the early runs were given optimizer.lr=1e-4 on the command line, later ones took the
+    # config's 1e-4; a key whose resolved value differs (trainer.epochs=3 against the config's 300) still
+    # names its runs' setting, and without resolved configs the overrides alone decide (as before)
+    from fa_bench.collect import _settings
+
+    overrides = [{"cell": "a", "optimizer.lr": "1e-4"}, {"cell": "a"},
+                 {"cell": "b", "optimizer.lr": "1e-4", "trainer.epochs": "3"}]
+    configs = [{"optimizer": {"lr": 1e-4}, "trainer": {"epochs": 300}},
+               {"optimizer": {"lr": 1e-4}, "trainer": {"epochs": 300}},
+               {"optimizer": {"lr": 1e-4}, "trainer": {"epochs": 3}}]
+    assert _settings(overrides, swept={"cell"}, configs=configs) == ["cell=a", "cell=a", "cell=b,trainer.epochs=3"]
+    assert _settings(overrides, swept={"cell"}) == ["cell=a,optimizer.lr=1e-4", "cell=a",
+                                                   "cell=b,optimizer.lr=1e-4,trainer.epochs=3"]
+    configs[1]["optimizer"]["lr"] = 1e-3  # a real difference in what trained still splits them
+    assert _settings(overrides, swept={"cell"}, configs=configs)[:2] == ["cell=a,optimizer.lr=1e-4", "cell=a"]
+    configs[1] = None  # a run without its resolved config: the overrides decide for every run
+    assert _settings(overrides, swept={"cell"}, configs=configs)[0] == "cell=a,optimizer.lr=1e-4"
