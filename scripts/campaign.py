@@ -80,17 +80,17 @@ def copy_finished(src: Path, dest: Path) -> int:
     return copied
 
 
-def collect_stopped(item: dict, sweep_dir: Path, results: Path) -> str:
+def collect_stopped(item: dict, sweep_dir: Path, results: Path) -> tuple[str, int]:
     """Collect a sweep the budget stopped, with the experiment's settings: its own collect never ran and
     it listed no jobs (sweep.json comes at a sweep's end), so every run in the campaign's sweep folder
-    for this experiment (this sweep's, and the finished ones restored into it) is taken."""
+    for this experiment (this sweep's, and the finished ones restored into it) is taken. Returns
+    collect_experiment's (status line, exit code); scripts/recollect.py collects an archive this way."""
     from fa_bench.callbacks import collect_experiment
     from fa_bench.config import compose_config
 
     cfg = compose_config([f"experiment={item['experiment']}"])
-    line, _ = collect_experiment(cfg.experiment_name, sweep_dir, results, max_points=cfg.collect.max_points,
-                                 metrics=cfg.collect.metrics, every_run=True)
-    return line
+    return collect_experiment(cfg.experiment_name, sweep_dir, results, max_points=cfg.collect.max_points,
+                              metrics=cfg.collect.metrics, every_run=True)
 
 
 def run_item(item: dict, results: Path, seconds_left: float, extra: list[str], runs: Path,
@@ -119,7 +119,7 @@ def run_item(item: dict, results: Path, seconds_left: float, extra: list[str], r
     lines = [line for line in (out or "").splitlines() if "completed" in line or "failed" in line]
     sweep_line = lines[-1].strip() if lines else "no sweep line"
     if stopped:
-        sweep_line = collect_stopped(item, sweep_dir, results)
+        sweep_line, _ = collect_stopped(item, sweep_dir, results)
     archived = copy_finished(sweep_dir, archive)
     return (f"{outcome}; {sweep_line}; runs restored {restored}, newly archived {archived}",
             time.monotonic() - start)

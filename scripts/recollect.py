@@ -14,9 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from campaign import copy_finished  # scripts/ is on sys.path when this runs as a script
+from campaign import collect_stopped, copy_finished  # scripts/ is on sys.path when this runs as a script
 
-from fa_bench.callbacks import collect_experiment
 from fa_bench.collect import collect
 from fa_bench.config import compose_config
 
@@ -33,12 +32,11 @@ def main(argv=None) -> int:
     archive = dest / "runs"
     for sweep in args.add:
         print(f"{sweep}: {copy_finished(Path(sweep), archive)} finished run(s) archived into {archive}")
-    cfg = compose_config([f"experiment={args.experiment}"])
-    if dest.resolve() == (results / args.experiment).resolve():
-        line, code = collect_experiment(args.experiment, archive, results, max_points=cfg.collect.max_points,
-                                        metrics=cfg.collect.metrics, every_run=True)
+    if dest.resolve() == (results / args.experiment).resolve():  # the experiment's own: tables and figure
+        line, code = collect_stopped({"experiment": args.experiment}, archive, results)
         print(line)
         return code
+    cfg = compose_config([f"experiment={args.experiment}"])
     meta = collect(archive, dest, experiment=args.experiment, max_points=cfg.collect.max_points,
                    metrics=cfg.collect.metrics)
     print(f"{meta['n_runs']} runs collected into {dest}: {meta['status_counts']}")

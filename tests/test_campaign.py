@@ -3,6 +3,7 @@ skips it when run again, and leaves what the budget does not reach unstarted; a 
 fresh machine (another runs/ folder) restores the archived finished runs instead of training them again,
 and a sweep the budget stops is still collected and its finished runs archived."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,7 +143,6 @@ def test_recollect_rebuilds_the_results_from_the_archive_alone(tmp_path):
     assert "4 finished run(s) archived" in made.stdout and "4 completed" in made.stdout, made.stdout
     archive = results / "lillicrap_fig2" / "runs"
     assert not list(archive.rglob("checkpoint*")) and not list(archive.rglob(".lock"))
-    import shutil
     shutil.rmtree(tmp_path / "machine")
     own = pd.read_csv(tmp_path / "own" / "lillicrap_fig2" / "runs.csv")
     again = recollect("lillicrap_fig2", "--results", results)
