@@ -196,6 +196,48 @@ def test_sg_ridge_top_layer_is_exact_up_to_gamma():
     assert max(errors(deep)) < 0.03, errors(deep)
 
 
+def test_ridge_forgetting_is_the_discounted_sums():
+    # the top layer's ẽ is the output error and sg's λ the true gradient: with W fixed neither depends on
+    # B, so a ρ = 1 twin's per-batch increments G_k, C_k give the hand computation
+    # V = γI + Σ_k ρ^(t−k) G_k, S = Σ_k ρ^(t−k) C_k, B = V⁻¹S
+    rho, gamma = 0.7, 0.1
+    plain = mlp([5, 6, 3])
+    kept = fa_bench.convert(copy.deepcopy(plain), "sg", solver="ridge", gamma=gamma)
+    forgot = fa_bench.convert(copy.deepcopy(plain), "sg", solver="ridge", gamma=gamma, forget=rho)
+    top_kept, top_forgot = layers_of(kept)[-1], layers_of(forgot)[-1]
+    eye = gamma * torch.eye(3, dtype=torch.float64)
+    increments, V_prev, S_prev = [], eye.clone(), torch.zeros_like(top_kept.feedback_S)
+    for x, t in batches([5, 3], 4, 6):
+        for model in (kept, forgot):
+            rule_of(model).compute_gradients(model, x, t, sse)
+        increments.append((top_kept.feedback_V - V_prev, top_kept.feedback_S - S_prev))
+        V_prev, S_prev = top_kept.feedback_V.clone(), top_kept.feedback_S.clone()
+    t = len(increments)
+    V = eye + sum(rho ** (t - 1 - k) * G for k, (G, _) in enumerate(increments))
+    S = sum(rho ** (t - 1 - k) * C for k, (_, C) in enumerate(increments))
+    torch.testing.assert_close(top_forgot.feedback_V, V, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(top_forgot.feedback_S, S, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(top_forgot.feedback_weight, torch.linalg.solve(V, S), rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(top_forgot.feedback_weight, top_kept.feedback_weight, rtol=1e-3, atol=0)
+
+
+def test_ridge_forgetting_follows_a_weight_that_moved():
+    # why forget exists: the cumulative ridge B regresses onto every past W, so after W jumps it sits
+    # between the old and the new W; with a window of ~10 batches it follows the new W
+    sizes = [5, 6, 3]
+    found = {}
+    for rho in (1.0, 0.9):
+        model = fa_bench.convert(mlp(sizes), "sg", solver="ridge", forget=rho)
+        top = layers_of(model)[-1]
+        train_feedback(model, sizes, 100, 50)
+        with torch.no_grad():
+            top.weight.copy_(-top.weight)
+        train_feedback(model, sizes, 200, 50)
+        found[rho] = rel_error(top.weight, top.feedback_weight)
+    assert found[1.0] > 0.5, found  # 100 of 300 batches on −W: B ≈ W/3, rel. error ≈ 2/3
+    assert found[0.9] < 1e-3, found
+
+
 def test_sg_regresses_onto_the_true_gradient():
     # sg's targets are autograd's ∂L_n/∂h per example, at every learned layer's input
     plain = mlp([4, 6, 5, 3], seed=3)
@@ -287,7 +329,8 @@ def test_ridge_state_is_saved_and_resumes():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-12, atol=1e-12, msg=key)
 
 
-@pytest.mark.parametrize("opts", [{"solver": "ridge", "form": "direct"}, {"solver": "sgd", "form": "layer"}])
+@pytest.mark.parametrize("opts", [{"solver": "ridge", "form": "direct"}, {"solver": "sgd", "form": "layer"},
+                                  {"solver": "ridge", "form": "layer", "forget": 0.8}])
 def test_seed_stacked_solver_is_each_seeds_own(opts):
     sizes = [6, 7, 5, 4]
     seeds = [0, 3]
@@ -308,7 +351,8 @@ def test_seed_stacked_solver_is_each_seeds_own(opts):
 
 
 def test_options_are_checked_and_convnets_refused():
-    for bad in ({"solver": "adam"}, {"form": "sideways"}, {"sigma": 0.0}):
+    for bad in ({"solver": "adam"}, {"form": "sideways"}, {"sigma": 0.0}, {"solver": "ridge", "forget": 0.0},
+                {"solver": "ridge", "forget": 1.5}, {"solver": "sgd", "forget": 0.9}):
         with pytest.raises(ValueError):
             fa_bench.convert(mlp([3, 4, 2]), "np_feedback", **bad)
     with pytest.raises(TypeError, match="sigma"):

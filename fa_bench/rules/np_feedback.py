@@ -35,6 +35,13 @@ How the unclear passages were read:
   B = V⁻¹S with V₀ = γI, S₀ = 0 (the paper's S·V⁻¹ in its transposed layout). V and S are buffers on
   the layer (``feedback_V``, ``feedback_S``), so state_dict and checkpoints hold them. Until the first
   update B is its random initial draw (``init``/``scale``, as fa).
+- **Forgetting** (``forget`` = ρ, not in the paper; 1, the default, is the paper's cumulative sums).
+  With ρ < 1 the data part of the sums decays by ρ per batch while the prior stays γI:
+  V ← ρV + (1 − ρ)γI + ẽᵀẽ, S ← ρS + ẽᵀλ̂, i.e. V = γI + Σ_k ρ^(t−k) ẽ_kᵀẽ_k (recursive least
+  squares with a forgetting factor, a window of ~1/(1 − ρ) batches). Why it exists: while W learns,
+  the cumulative solution is a regression onto *every past* W, weighted by ẽᵀẽ, which is largest in
+  the first, high-error batches; at Fig. 2's length the ridge B of the output layer (whose ẽ is the
+  exact output error) moves *away* from the current W (results/lansdell_fig2/forget/NOTES.md).
 - **ẽ.** ``form=layer``: ẽ is the synthetic error arriving at the layer's output pre-activation in the
   noiseless FA backward with the current B (L App. A: ẽ^i = ((B^{i+1})ᵀẽ^{i+1}) ∘ σ'), i.e. what the
   layer's backward receives. ``form=direct`` (Corollary 1, the DFA form used for the CNN): every hidden
@@ -90,7 +97,7 @@ class LearnedFeedback(Rule):
     conv_refusal = ("form=layer's feedback regression is written for fully connected layers (B·ẽ per "
                     "example); on convolutions use form=direct (Corollary 1, the paper's CNN)")
     options: ClassVar[dict] = {"init": "kaiming_uniform", "scale": None, "solver": "sgd", "lr_feedback": 5e-4,
-                               "gamma": 0.1, "form": "layer", "warmup_steps": 0}
+                               "gamma": 0.1, "forget": 1.0, "form": "layer", "warmup_steps": 0}
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -102,6 +109,12 @@ class LearnedFeedback(Rule):
             raise ValueError(f"rule {self.name!r}: warmup_steps must be >= 0")
         if float(self.opts["gamma"]) <= 0 and self.opts["solver"] == "ridge":
             raise ValueError(f"rule {self.name!r}: ridge needs gamma > 0 (V₀ = γI must be invertible)")
+        if not 0 < float(self.opts["forget"]) <= 1:
+            raise ValueError(f"rule {self.name!r}: forget must be in (0, 1] (1: the paper's cumulative sums), "
+                             f"got {self.opts['forget']!r}")
+        if float(self.opts["forget"]) != 1 and self.opts["solver"] != "ridge":
+            raise ValueError(f"rule {self.name!r}: forget applies to solver=ridge only (solver="
+                             f"{self.opts['solver']!r} keeps no sums)")
         self.direct = self.opts["form"] == "direct"
         self.layerwise = not self.direct  # instance attribute: the probe's W-vs-B metrics need W's shape
         # the direct form sizes a conv layer's B by its input (convert measures it on one batch)
@@ -235,9 +248,7 @@ class LearnedFeedback(Rule):
             residual = layer.propagate(e, B, lam) - lam  # ẽ B − λ̂, per example
             B.sub_(layer.local_grads(e, residual)[0], alpha=float(self.opts["lr_feedback"]))
         else:
-            layer.feedback_V.add_(_symmetric(layer.local_grads(e, e)[0]))
-            layer.feedback_S.add_(layer.local_grads(e, lam)[0])
-            B.copy_(_solve(layer.feedback_V, layer.feedback_S))
+            self._ridge_step(layer, _symmetric(layer.local_grads(e, e)[0]), layer.local_grads(e, lam)[0])
 
     def _update_matrix(self, layer, e, lam):
         """The same two solvers with B a matrix (n_out, D): rows e (N, n_out), targets lam (N, D)."""
@@ -245,9 +256,18 @@ class LearnedFeedback(Rule):
         if self.opts["solver"] == "sgd":
             B.sub_(e.t() @ (e @ B - lam), alpha=float(self.opts["lr_feedback"]))
         else:
-            layer.feedback_V.add_(_symmetric(e.t() @ e))
-            layer.feedback_S.add_(e.t() @ lam)
-            B.copy_(_solve(layer.feedback_V, layer.feedback_S))
+            self._ridge_step(layer, _symmetric(e.t() @ e), e.t() @ lam)
+
+    def _ridge_step(self, layer, gram, cross):
+        """V ← ρV + (1 − ρ)γI + gram, S ← ρS + cross, B = V⁻¹S (ρ = ``forget``; 1: plain sums)."""
+        V, S = layer.feedback_V, layer.feedback_S
+        rho = float(self.opts["forget"])
+        if rho != 1:
+            V.mul_(rho).diagonal(dim1=-2, dim2=-1).add_((1 - rho) * float(self.opts["gamma"]))
+            S.mul_(rho)
+        V.add_(gram)
+        S.add_(cross)
+        layer.feedback_weight.copy_(_solve(V, S))
 
     def regression_targets(self, model, x, target, loss_fn, clean, same_masks):
         """{id(layer): the per-example target for ẽ @ B at every learned layer} (rows as the layer's input)."""
