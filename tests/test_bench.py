@@ -112,3 +112,32 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert small["target"] == ">=5.0" and float(small["ratio"]) > 0
     md = (out / "bench.md").read_text()
     assert "Smoke run" in md and "Targets:" in md
+
+
+def test_fig2_floor_times_fas_own_update_by_hand():
+    """scripts/fig2_step_floor.py compares equal work: from the engine's own W, B and examples, its
+    hand-written step lands where fa_bench's FA step does, and its autograd step where backprop's
+    update (W in place of B), computed here by hand, does; over 5 examples, every seed of the stack."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench import engine_step
+    from fig2_step_floor import fa_bench_engine, plain_steps
+
+    engine, lr = fa_bench_engine(n_train=16)
+    autograd, by_hand = plain_steps(engine, lr)
+    fa_step = engine_step(engine)
+    hidden, out = (m for m in engine.model if hasattr(m, "feedback_weight"))
+    W0, W1 = hidden.weight.detach().clone(), out.weight.detach().clone()  # backprop's, by hand
+    for i, batch in enumerate(list(engine.epoch_batches(0, 0))[:5]):
+        fa_step(batch)
+        by_hand(i)
+        autograd(i)
+        x, t = engine.x_train[i].expand(10, 1, -1), engine.y_train[i].expand(10, 1, -1)
+        h = torch.bmm(x, W0.transpose(1, 2))
+        e = torch.bmm(h, W1.transpose(1, 2)) - t
+        W0, W1 = (W0 - lr * torch.bmm(torch.bmm(e, W1).transpose(1, 2), x),
+                  W1 - lr * torch.bmm(e.transpose(1, 2), h))
+    fa_weights = (hidden.weight.detach(), out.weight.detach())
+    for mine, theirs, bp, bp_by_hand in zip(by_hand.weights, fa_weights, autograd.weights, (W0, W1)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(bp.detach(), bp_by_hand, rtol=1e-5, atol=1e-7)
+    assert (fa_weights[0] - W0).abs().max() > 1e-5  # FA's hidden update is not backprop's
