@@ -90,7 +90,7 @@ def main():
     med = {k: statistics.median(v) * 1e6 for k, v in times.items()}
     print(f"one FA step of the 10-seed 30-20-10 stack at batch 1, medians of {args.reps} blocks of {args.steps}:")
     for k, v in med.items():
-        print(f"  {k:15s} {v:7.1f} us   x 8000 steps = {v * 8000 / 1e6:.2f} s")
+        print(f"  {k:15s} {v:7.1f} us   x {len(batches)} steps = {v * len(batches) / 1e6:.2f} s")
     print(f"fa_bench / plain autograd {med['fa_bench'] / med['plain autograd']:.2f}; "
           f"plain autograd / by hand {med['plain autograd'] / med['by hand']:.2f}")
 
