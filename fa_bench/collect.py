@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from fa_bench import atomic
-from fa_bench.config import NOT_IN_RUN_KEY
+from fa_bench.config import NOT_IN_RUN_KEY, load_yaml
 
 # identify each curve row's run; the rest of the run's record (budget, device, ...) is in runs.csv
 CURVE_RUN_COLUMNS = ["rule", "seed", "setting", "status", "commit"]
@@ -88,7 +88,7 @@ def _started(folder: Path) -> bool:
 
 def _yaml(path: Path):
     try:
-        return yaml.safe_load(path.read_text()) if path.is_file() else None
+        return load_yaml(path.read_text()) if path.is_file() else None
     except (OSError, yaml.YAMLError):
         return None
 

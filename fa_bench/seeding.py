@@ -25,12 +25,16 @@ class DeviceStreams:
     def __init__(self, seed: int, purpose: str):
         self.seed = derive_seed(seed, purpose)
         self.by_device: dict[str, torch.Generator] = {}
+        self._as_given: dict = {}  # the same generators under the device as callers pass it (no parsing per draw)
 
     def __call__(self, device) -> torch.Generator:
-        key = str(torch.device(device))
-        if key not in self.by_device:
-            self.by_device[key] = torch.Generator(device=device).manual_seed(self.seed)
-        return self.by_device[key]
+        g = self._as_given.get(device)
+        if g is None:
+            key = str(torch.device(device))
+            if key not in self.by_device:
+                self.by_device[key] = torch.Generator(device=device).manual_seed(self.seed)
+            g = self._as_given[device] = self.by_device[key]
+        return g
 
     def get_state(self) -> dict:
         return {key: g.get_state() for key, g in self.by_device.items()}
@@ -39,6 +43,7 @@ class DeviceStreams:
         """Back to ``state``; a stream first used after it was taken is forgotten (it restarts from
         the seed next time), so a look-ahead such as the probe leaves no trace, and a stream the state
         has but this process has not used yet (a run resumed from a checkpoint) is created with it."""
+        self._as_given.clear()
         for key in list(self.by_device):
             if key not in state:
                 del self.by_device[key]

@@ -134,16 +134,19 @@ def _file_keys(conf: str) -> tuple[frozenset, frozenset]:
     add: what a composed config may hold at its root."""
     import yaml
 
+    from fa_bench.config import load_yaml
+
     root = Path(conf)
-    base = set(yaml.safe_load((root / "config.yaml").read_text()) or {}) - {"defaults", "hydra"}
+    base = set(load_yaml((root / "config.yaml").read_text()) or {}) - {"defaults", "hydra"}
     added = set()
     for group in ("experiment", "cell"):
         for path in sorted((root / group).glob("*.yaml")):
+            text = path.read_text()
             try:
-                data = yaml.safe_load(path.read_text()) or {}
+                data = load_yaml(text) or {}
             except yaml.YAMLError:
                 continue  # reported by check_experiment_yaml when it is used
-            head = "\n".join(path.read_text().splitlines()[:3])
+            head = "\n".join(text.splitlines()[:3])
             if isinstance(data, dict) and "@package _global_" in head:
                 added |= set(data) - {"defaults", "hydra"}
     return frozenset(base), frozenset(added - base)

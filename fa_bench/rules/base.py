@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from fa_bench.chain import ChainPass
 from fa_bench.layers import LayerBackward
 from fa_bench.seeding import DeviceStreams
 from fa_bench.seeding import generator as seeded_generator
@@ -189,7 +190,11 @@ class Rule(LayerBackward):
         """Forward, loss, and gradients into ``.grad``; returns (per-example loss, output), detached.
 
         The loss is the batch mean per seed: per_example is (batch,), or (seeds, batch) on a
-        seed-stacked model, whose seeds' gradients then stay each their own."""
+        seed-stacked model, whose seeds' gradients then stay each their own. On a chain (an MLP, stacked
+        or not) the backward is made by hand, the same calls without autograd's graph (fa_bench.chain)."""
+        chain = ChainPass.of(model, self, x)
+        if chain is not None:
+            return chain.gradients(x, target, loss_fn)
         out = model(x)
         per_example = loss_fn(out, target)
         loss = per_example.mean(-1)

@@ -1,0 +1,195 @@
+"""The graph-free chain pass (fa_bench.chain) is autograd's pass, bit for bit, for every registered rule.
+
+Two copies of one converted chain take the same steps, one by the chain pass and one by autograd (the
+rule's ``chain_backward`` set False); every .grad and, after several optimizer steps, every parameter and
+buffer must be equal, not close: the chain pass makes the same calls with the same kernels.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fa_bench.chain import ChainPass, chain_plan
+from fa_bench.convert import convert, rule_of
+from fa_bench.losses import LOSSES, loss_and_mean_grad, sse
+from fa_bench.rules import RULES
+from fa_bench.stacking import seed_axis_loss, stack_models
+
+OPTIONS = {"node_perturbation": {"sigma": 0.1}}
+
+
+def chain_net(seed=0, bias=True):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 7, bias=bias), nn.Tanh(), nn.Linear(7, 6, bias=bias), nn.ReLU(),
+                         nn.Linear(6, 5, bias=bias), nn.Sigmoid(), nn.Linear(5, 4, bias=bias), nn.Identity())
+
+
+def converted(rule, seed=0, **kw):
+    model, reference = (convert(chain_net(seed, **kw), rule, example_input=torch.zeros(2, 3, 4), seed=seed,
+                                **OPTIONS.get(rule, {})) for _ in range(2))
+    rule_of(reference).chain_backward = False  # the same model and rule; only this one is told to use autograd
+    return model, reference
+
+
+def takes_chain(rule):
+    model, _ = converted(rule)
+    return ChainPass.of(model, rule_of(model)) is not None
+
+
+CHAIN_RULES = [r for r in sorted(RULES) if takes_chain(r)]
+
+
+def test_the_rules_that_take_the_chain_pass_are_those_with_the_layers_own_forward():
+    # a rule with a forward of its own (noise in the forward pass, traced directions) stays on autograd
+    assert set(RULES) - set(CHAIN_RULES) == {"node_perturbation", "np_feedback", "sg", "ifa"}
+    assert {"bp", "fa", "dfa", "shallow", "matched", "usf", "brsf", "frsf", "dense_fa", "bp_noise"} <= set(CHAIN_RULES)
+
+
+def steps(model, x, targets, loss_fn, lr=0.1):
+    rule = rule_of(model)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    grads = []
+    for t in targets:
+        opt.zero_grad(set_to_none=True)
+        per_example, out = rule.compute_gradients(model, x, t, loss_fn)
+        grads.append({n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()})
+        opt.step()
+    return per_example, out, grads
+
+
+def assert_identical(model, reference, x, targets, loss_fn):
+    a = steps(model, x, targets, loss_fn)
+    b = steps(reference, x, targets, loss_fn)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    for step, (ga, gb) in enumerate(zip(a[2], b[2])):
+        assert ga.keys() == gb.keys()
+        for name in ga:
+            if gb[name] is None:
+                assert ga[name] is None, (step, name)
+            else:
+                assert ga[name] is not None and torch.equal(ga[name], gb[name]), (step, name)
+    state_a, state_b = model.state_dict(), reference.state_dict()
+    for name in state_b:
+        assert torch.equal(state_a[name], state_b[name]), name
+
+
+@pytest.mark.parametrize("rule", CHAIN_RULES)
+@pytest.mark.parametrize("loss", ["sse", "cross_entropy", "bce"])
+def test_chain_pass_equals_autograd(rule, loss):
+    model, reference = converted(rule)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 3, 4, generator=g)
+    loss_fn = LOSSES[loss]  # bce: a loss fa_bench.losses does not write out, so autograd on the loss alone
+    if loss == "cross_entropy":
+        targets = [torch.randint(0, 4, (8,), generator=g) for _ in range(4)]
+    else:
+        targets = [torch.rand(8, 4, generator=g) for _ in range(4)]
+    assert ChainPass.of(model, rule_of(model)) is not None and ChainPass.of(reference, rule_of(reference)) is None
+    assert_identical(model, reference, x, targets, loss_fn)
+    # the pass really trained: the first layer moved (but under shallow, which leaves hidden layers alone)
+    moved = not torch.equal(model[1].weight, chain_net(0)[1].weight)
+    assert moved == (rule != "shallow")
+
+
+@pytest.mark.parametrize("rule", CHAIN_RULES)
+def test_seed_stacked_chain_pass_equals_autograd(rule):
+    stacked, reference = (stack_models([converted(rule, seed=s)[0] for s in (0, 1)], [0, 1]) for _ in range(2))
+    rule_of(reference).chain_backward = False
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 8, 3, 4, generator=g)
+    targets = [torch.randn(2, 8, 4, generator=g) for _ in range(3)]
+    assert ChainPass.of(stacked, rule_of(stacked)) is not None
+    assert_identical(stacked, reference, x, targets, seed_axis_loss(sse))
+
+
+def test_hand_computed_fa_update_on_a_chain():
+    """FA's pass by hand: e = y − t goes down through B, not W, then through tanh's derivative."""
+    model, _ = converted("fa", bias=False)
+    x, t = torch.randn(3, 12), torch.randn(3, 4)
+    rule_of(model).compute_gradients(model, x, t, sse)
+    W = [m.weight.detach() for m in model if isinstance(m, nn.Linear)]
+    B = [m.feedback_weight for m in model if isinstance(m, nn.Linear)]
+    h1 = torch.tanh(x @ W[0].T)
+    h2 = torch.relu(h1 @ W[1].T)
+    h3 = torch.sigmoid(h2 @ W[2].T)
+    e = (h3 @ W[3].T - t) / 3  # the batch mean
+    d3 = (e @ B[3]) * h3 * (1 - h3)
+    d2 = (d3 @ B[2]) * (h2 > 0)
+    d1 = (d2 @ B[1]) * (1 - h1 ** 2)
+    for layer, (d, h) in zip([m for m in model if isinstance(m, nn.Linear)], [(d1, x), (d2, h1), (d3, h2), (e, h3)]):
+        torch.testing.assert_close(layer.weight.grad, d.T @ h, rtol=1e-5, atol=1e-6)
+    # and it is not backprop's: W in place of B gives another first-layer gradient
+    bp_d1 = ((((e @ W[3]) * h3 * (1 - h3)) @ W[2]) * (h2 > 0)) @ W[1] * (1 - h1 ** 2)
+    assert not torch.allclose(model[1].weight.grad, bp_d1.T @ x, atol=1e-4)
+
+
+def test_a_frozen_layer_gets_no_gradient_and_the_layers_below_still_learn():
+    model, reference = converted("fa")
+    for m in (model, reference):
+        m[3].weight.requires_grad_(False)
+    g = torch.Generator().manual_seed(3)
+    x, targets = torch.randn(5, 12, generator=g), [torch.randn(5, 4, generator=g) for _ in range(2)]
+    assert_identical(model, reference, x, targets, sse)
+    assert model[3].weight.grad is None and model[1].weight.grad is not None
+
+
+@pytest.mark.parametrize("why", ["hook", "dropout", "exact_bp", "autocast"])
+def test_what_the_chain_pass_leaves_to_autograd(why):
+    model, _ = converted("fa")
+    rule = rule_of(model)
+    if why == "hook":
+        handle = model[3].register_forward_pre_hook(lambda m, a: None)
+        assert ChainPass.of(model, rule) is None
+        handle.remove()
+        assert ChainPass.of(model, rule) is not None
+    elif why == "dropout":
+        net = convert(nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5), nn.Linear(3, 2)), "fa")
+        assert chain_plan(net) is None and ChainPass.of(net, rule_of(net)) is None
+    elif why == "exact_bp":
+        model[3].exact_bp = True
+        assert ChainPass.of(model, rule) is None
+    else:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert ChainPass.of(model, rule) is None
+
+
+def test_a_flatten_after_the_first_layer_is_not_a_chain():
+    net = convert(nn.Sequential(nn.Linear(4, 6), nn.Unflatten(1, (2, 3)), nn.Flatten(), nn.Linear(6, 2)), "fa")
+    assert chain_plan(net) is None
+    x, t = torch.randn(3, 4), torch.randn(3, 2)
+    per_example, out = rule_of(net).compute_gradients(net, x, t, sse)  # autograd still trains it
+    assert net[0].weight.grad is not None
+    assert torch.equal(out, net(x).detach()) and torch.equal(per_example, sse(out, t))
+
+
+@pytest.mark.parametrize("loss", ["sse", "mse", "cross_entropy"])
+@pytest.mark.parametrize("stacked", [False, True])
+@pytest.mark.parametrize("batch", [1, 3, 7])
+def test_written_out_loss_gradients_are_autograds_bit_for_bit(loss, stacked, batch):
+    g = torch.Generator().manual_seed(batch)
+    out = torch.randn(*((2,) if stacked else ()), batch, 5, generator=g, dtype=torch.float32)
+    target = (torch.randint(0, 5, out.shape[:-1], generator=g) if loss == "cross_entropy"
+              else torch.randn(out.shape, generator=g))
+    loss_fn = seed_axis_loss(LOSSES[loss]) if stacked else LOSSES[loss]
+    leaf = out.clone().requires_grad_()
+    per_example = loss_fn(leaf, target)
+    mean = per_example.mean(-1)
+    (mean.sum() if mean.dim() else mean).backward()
+    got_loss, got_grad = loss_and_mean_grad(loss_fn, out, target)
+    assert torch.equal(got_loss, per_example.detach()) and torch.equal(got_grad, leaf.grad)
+    # and the hand formula: sse's is (y − t) / batch
+    if loss == "sse":
+        torch.testing.assert_close(got_grad, (out - target) / batch)
+
+
+def test_a_loss_not_written_out_and_soft_targets_go_to_autograd():
+    out = torch.randn(4, 3)
+    assert loss_and_mean_grad(LOSSES["bce"], out, torch.rand(4, 3)) is None
+    assert loss_and_mean_grad(LOSSES["cross_entropy"], out, torch.softmax(torch.randn(4, 3), 1)) is None
+
+
+def test_relu_derivative_kernel_is_autograds():
+    a, g = torch.randn(6, requires_grad=True), torch.randn(6)
+    out = F.relu(a)
+    (ga,) = torch.autograd.grad(out, a, g)
+    assert torch.equal(torch.ops.aten.threshold_backward(g, out.detach(), 0), ga)
