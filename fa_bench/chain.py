@@ -64,12 +64,14 @@ class ChainPass:
         self.layers = [m for kind, m, _, _ in plan if kind == _LAYER]
 
     @classmethod
-    def of(cls, model: nn.Module, rule, x: torch.Tensor | None = None) -> ChainPass | None:
+    def of(cls, model: nn.Module, rule, x: torch.Tensor | None = None, own_forward: bool = False) -> ChainPass | None:
         """The pass for ``model`` under ``rule`` when this step (on input ``x``) can take it, else None
-        (use autograd). An input that wants its own gradient (an attack's, a test's) goes to autograd."""
+        (use autograd). An input that wants its own gradient (an attack's, a test's) goes to autograd.
+        ``own_forward``: only ``forward`` will be used, so a rule with a forward of its own qualifies."""
         if x is not None and x.requires_grad:
             return None
-        if getattr(rule, "chain_backward", True) is False or type(rule).forward is not LayerBackward.forward:
+        if getattr(rule, "chain_backward", True) is False or (
+                not own_forward and type(rule).forward is not LayerBackward.forward):
             return None
         cached = rule.__dict__.get("_chain_pass")
         if cached is None or cached[0] is not model:
@@ -77,11 +79,12 @@ class ChainPass:
             cached = (model, None if plan is None else cls(model, plan, rule))
             rule.__dict__["_chain_pass"] = cached
         chain = cached[1]
-        return chain if chain is not None and chain.usable() else None
+        return chain if chain is not None and chain.usable(backward=not own_forward) else None
 
-    def usable(self) -> bool:
-        """What may change between steps and would make the hand-made pass differ from autograd's."""
-        if not torch.is_grad_enabled() or torch.is_autocast_enabled(self.layers[0].weight.device.type):
+    def usable(self, backward: bool = True) -> bool:
+        """What may change between steps and would make the hand-made pass differ from autograd's
+        (``backward``: the whole training pass; else only ``forward``)."""
+        if (backward and not torch.is_grad_enabled()) or torch.is_autocast_enabled(self.layers[0].weight.device.type):
             return False
         if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
             return False
@@ -94,6 +97,20 @@ class ChainPass:
                 return False
             trains = trains or _trains(layer)
         return trains  # nothing to train: let autograd raise its own error, as it would for this model
+
+    def forward(self, x):
+        """``model(x)`` without nn.Module's call machinery (usable() has checked there are no hooks): each
+        layer through its rule's forward, as FeedbackLayer.forward sends it (node perturbation's two
+        passes a step)."""
+        rule = self.rule
+        for kind, module, forward, _ in self.plan:
+            if kind == _LAYER:
+                x = rule.forward(module, x)
+            elif kind == _FLATTEN:
+                x = module(x)
+            elif forward is not None:
+                x = forward(x)
+        return x
 
     @torch.no_grad()
     def gradients(self, x, target, loss_fn):

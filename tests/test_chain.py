@@ -193,3 +193,23 @@ def test_relu_derivative_kernel_is_autograds():
     out = F.relu(a)
     (ga,) = torch.autograd.grad(out, a, g)
     assert torch.equal(torch.ops.aten.threshold_backward(g, out.detach(), 0), ga)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_node_perturbation_through_the_chain_forward_is_its_step_through_the_model(stacked):
+    """Node perturbation's two passes use ChainPass.forward on a chain (no module calls, no global-stream
+    snapshot: a chain draws nothing from it): the same noise, losses and .grad as through model(x)."""
+    if stacked:
+        model, reference = (stack_models([converted("node_perturbation", seed=s)[0] for s in (0, 1)], [0, 1])
+                            for _ in range(2))
+        x, loss_fn = torch.randn(2, 6, 3, 4), seed_axis_loss(sse)
+        targets = [torch.randn(2, 6, 4) for _ in range(3)]
+    else:
+        model, reference = converted("node_perturbation")
+        x, loss_fn, targets = torch.randn(6, 3, 4), sse, [torch.randn(6, 4) for _ in range(3)]
+    rule_of(reference).chain_backward = False
+    assert ChainPass.of(model, rule_of(model), own_forward=True) is not None
+    assert ChainPass.of(reference, rule_of(reference), own_forward=True) is None
+    before = model[1].weight.detach().clone()
+    assert_identical(model, reference, x, targets, loss_fn)
+    assert not torch.equal(model[1].weight, before)  # it learned

@@ -3,6 +3,7 @@ from typing import ClassVar
 
 import torch
 
+from fa_bench.chain import ChainPass
 from fa_bench.rules.base import Rule, register
 from fa_bench.seeding import global_rng_state
 
@@ -32,20 +33,24 @@ class NodePerturbation(Rule):
                 lambda shape, g: torch.randn(shape, generator=g, device=g.device, dtype=out.dtype), out.shape,
                 out.device)
             noise.mul_(self.opts["sigma"])
-            layer.record_np = (x.detach(), noise)
+            layer.__dict__["record_np"] = (x.detach(), noise)  # plain attribute: no nn.Module bookkeeping per step
             out = out + noise
         return out
 
     def compute_gradients(self, model, x, target, loss_fn):
         with torch.no_grad():
-            same_masks = global_rng_state()
+            # a chain (fa_bench.chain: Linear layers and elementwise activations) draws nothing from the
+            # global stream, so it has no masks to repeat, and its passes skip nn.Module's call machinery
+            chain = ChainPass.of(model, self, own_forward=True)
+            forward = model if chain is None else chain.forward
+            same_masks = global_rng_state() if chain is None else (lambda: None)
             self.noisy = False
-            out = model(x)
+            out = forward(x)
             clean = loss_fn(out, target)
             same_masks()
             self.noisy = True
             try:
-                noisy = loss_fn(model(x), target)
+                noisy = loss_fn(forward(x), target)
             finally:
                 self.noisy = False
             # the per-example losses are (batch,), or (seeds, batch) on a seed-stacked model: the mean is
@@ -58,7 +63,7 @@ class NodePerturbation(Rule):
                 _accumulate(layer.weight, grad_w)
                 if layer.bias is not None:
                     _accumulate(layer.bias, grad_b)
-                layer.record_np = None
+                layer.__dict__["record_np"] = None
         return clean, out
 
 
