@@ -15,7 +15,7 @@ def test_wheel_ships_configs_and_claims(tmp_path, repo):
     assert expected and expected <= names, sorted(expected - names)
     assert "fa_bench/claims.yaml" in names
     entry = [n for n in names if n.endswith("entry_points.txt")]
-    assert entry and "fa-run = fa_bench.cli:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()
+    assert entry and "fa-run = fa_bench.cli:entry" in zipfile.ZipFile(wheel).read(entry[0]).decode()
 
 
 def test_conf_dir_prefers_checkout_then_package(tmp_path, monkeypatch):
