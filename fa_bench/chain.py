@@ -70,7 +70,7 @@ class ChainPass:
         ``own_forward``: only ``forward`` will be used, so a rule with a forward of its own qualifies."""
         if x is not None and x.requires_grad:
             return None
-        if getattr(rule, "chain_backward", True) is False or (
+        if not rule.chain_backward or (
                 not own_forward and type(rule).forward is not LayerBackward.forward):
             return None
         cached = rule.__dict__.get("_chain_pass")

@@ -92,6 +92,9 @@ class Rule(LayerBackward):
     conv_refusal = "it is not defined on convolutions"  # why, for convert's message
     random_stream: str | None = None  # names the rule's own random stream, if it draws while training
     seed_batchable = True  # its algebra runs unchanged on seed-stacked layers (fa_bench.stacking)
+    # on a chain (an MLP) its backward calls may be made by hand, without autograd's graph (fa_bench.chain);
+    # False keeps autograd (a rule whose feedback_matrix builds a graph of its own would need that)
+    chain_backward = True
     # Options, merged down the class hierarchy; a rule accepts exactly these (no silently ignored ones).
     options: ClassVar[dict] = {"seed": 0, "output_layer": None}
 
