@@ -15,8 +15,13 @@ draw from their streams in the same order, and leave the same ``.grad``. tests/t
 registered rule to that, bit for bit, on plain and seed-stacked chains.
 
 Anything else is left to autograd (``ChainPass.of`` returns None): another module, a module or global
-hook (training noise is a pre-hook), autocast, the probe's and the attack's exact_bp / record passes, an
-input that requires grad, a rule with a forward of its own (node perturbation, IFA, NP, SG), or a rule that opts out.
+hook (training noise is a pre-hook), autocast, the attack's exact_bp pass, an input that requires grad, a
+rule with a forward of its own (node perturbation, IFA, NP, SG), or a rule that opts out.
+
+The alignment probe's two backward passes (under the rule, then exact backprop, on one forward) are
+``teaching_signals``: the same calls, recording δ as the layers' Function does, with no weight gradient
+formed unless the probe asks for it (fa_bench.probe forms the update angle of a wide layer from Gram
+matrices instead).
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as torch_module
 
-from fa_bench.layers import FeedbackLinear, LayerBackward, SeedStackedLinear
+from fa_bench.layers import EXACT_BACKPROP, FeedbackLinear, LayerBackward, SeedStackedLinear
 from fa_bench.losses import loss_and_mean_grad
 
 _LAYER, _FLATTEN = "layer", "flatten"
@@ -112,14 +117,11 @@ class ChainPass:
                 x = forward(x)
         return x
 
-    @torch.no_grad()
-    def gradients(self, x, target, loss_fn):
-        """Forward, loss, and the rule's gradients into ``.grad``; returns (per-example loss, output).
-
-        All of it under no_grad: the rule's feedback_matrix too, which autograd's forward calls with grad
-        on, so a rule whose B is computed *with* a graph (none is) must set ``chain_backward = False``."""
+    def _forward(self, x):
+        """The forward pass, keeping what the backward reads: per layer (layer, input, feedback, whether
+        the input would require grad under autograd), per activation (None, output, derivative, same)."""
         rule = self.rule
-        saved, needs = [], False  # needs: whether the tensor at this point would require grad under autograd
+        saved, needs = [], False
         h = x
         for kind, module, forward, backward in self.plan:
             if kind == _LAYER:
@@ -132,24 +134,79 @@ class ChainPass:
             elif forward is not None:
                 h = forward(h)
                 saved.append((None, h, backward, needs))
+        return saved, h
+
+    @staticmethod
+    def _loss_grad(h, target, loss_fn):
+        """(per-example loss, ∂(mean loss)/∂output), the loss's gradient written out where
+        fa_bench.losses has it."""
         fused = loss_and_mean_grad(loss_fn, h, target)
-        if fused is None:  # a loss fa_bench.losses does not write out: autograd on the loss alone
-            with torch.enable_grad():
-                out = h.detach().requires_grad_()
-                per_example = loss_fn(out, target)
-                loss = per_example.mean(-1)
-                (grad,) = torch.autograd.grad(loss.sum() if loss.dim() else loss, out)
-        else:
-            per_example, grad = fused
-        given = set()  # tensors already handed to a .grad this step: a second parameter gets a copy
+        if fused is not None:
+            return fused
+        with torch.enable_grad():  # a loss fa_bench.losses does not write out: autograd on the loss alone
+            out = h.detach().requires_grad_()
+            per_example = loss_fn(out, target)
+            loss = per_example.mean(-1)
+            (grad,) = torch.autograd.grad(loss.sum() if loss.dim() else loss, out)
+        return per_example, grad
+
+    @staticmethod
+    def _walk(saved, grad, layer_backward):
+        """The backward in autograd's order: each activation's derivative, each layer's
+        ``layer_backward(layer, input, feedback, input_needs_grad, grad_out)``, down to where nothing
+        reaches (shallow's hidden layers: autograd never calls them)."""
         for layer, value, extra, needed in reversed(saved):
             if grad is None or not (needed or layer is not None):
-                break  # nothing reaches what lies below (shallow's hidden layers): autograd never calls it
+                break
             if layer is None:
                 grad = extra(grad, value)  # the activation's derivative, from its saved output
             else:
-                grad = self._layer_backward(layer, value, extra, needed, grad, given)
+                grad = layer_backward(layer, value, extra, needed, grad)
+
+    @torch.no_grad()
+    def gradients(self, x, target, loss_fn):
+        """Forward, loss, and the rule's gradients into ``.grad``; returns (per-example loss, output).
+
+        All of it under no_grad: the rule's feedback_matrix too, which autograd's forward calls with grad
+        on, so a rule whose B is computed *with* a graph (none is) must set ``chain_backward = False``."""
+        saved, h = self._forward(x)
+        per_example, grad = self._loss_grad(h, target, loss_fn)
+        given = set()  # tensors already handed to a .grad this step: a second parameter gets a copy
+        self._walk(saved, grad, lambda layer, value, feedback, needed, g:
+                   self._layer_backward(layer, value, feedback, needed, g, given))
         return per_example, h
+
+    @torch.no_grad()
+    def teaching_signals(self, x, target, loss_fn, wants_grad):
+        """The alignment probe's two backward passes on one forward (fa_bench.probe): for each layer, in
+        order, ``(input, δ_rule, δ_BP, g_rule, g_BP)``: its input, the signal at its output under the rule
+        and under exact backprop (None where nothing reaches it), and the two weight gradients where
+        ``wants_grad(layer)`` (else None). The rule sees the calls of its autograd backward, in the same
+        order (error_to_input, then weight_grads if asked), never feedback_grad; no ``.grad`` is written.
+        The backprop pass sends through W, as ``exact_bp`` makes a layer's backward do (fa_bench.layers)."""
+        saved, h = self._forward(x)
+        _, grad = self._loss_grad(h, target, loss_fn)
+        found = {}
+
+        def step(rule, slot):
+            def layer_backward(layer, value, feedback, needed, g):
+                entry = found.setdefault(layer, [value, None, None, None, None])
+                if rule is EXACT_BACKPROP:
+                    feedback = layer.weight.detach()
+                layer.record = {"delta": g}  # as _FeedbackFn.backward records it; a rule may replace it (bp_noise)
+                try:
+                    grad_x = rule.error_to_input(layer, g, feedback, value) if needed else None
+                    if wants_grad(layer) and _trains(layer):
+                        entry[3 + slot] = rule.weight_grads(layer, g, value)[0]
+                    entry[1 + slot] = layer.record.get("delta")
+                finally:
+                    layer.record = None
+                return grad_x
+            return layer_backward
+
+        self._walk(saved, grad, step(self.rule, 0))
+        self._walk(saved, grad, step(EXACT_BACKPROP, 1))
+        return [tuple(found.get(layer, (None,) * 5)) for layer in self.layers]
 
     def _layer_backward(self, layer, x, feedback, x_needs_grad, grad_out, given):
         """fa_bench.layers._FeedbackFn.backward's calls, in its order; returns the gradient sent down."""

@@ -121,11 +121,17 @@ def seed_delta_metrics(delta_rule: torch.Tensor, delta_bp: torch.Tensor):
     return angle, torch.where(sent, total_bp / total_rule, torch.nan), sent
 
 
+def count_true(mask: torch.Tensor) -> torch.Tensor:
+    """Per seed, the number of True entries of (S, ...) as float64: an integer sum (exact, and several
+    times faster than summing booleans straight into float64)."""
+    return mask.flatten(1).sum(1).to(torch.float64)
+
+
 def seed_weight_metrics(weight: torch.Tensor, feedback: torch.Tensor, weight_sign: torch.Tensor | None = None):
     """Per seed, for W and B of shape (S, out, in, *kernel): weight_angle, sign_congruence and
     rel_error, each (S,), and neuron_angles (S, in). ``weight_sign`` is sign(W) when the caller has it."""
     sign_w = torch.sign(weight) if weight_sign is None else weight_sign
-    congruence = (sign_w == torch.sign(feedback)).flatten(1).sum(1, dtype=torch.float64) / sign_w[0].numel()
+    congruence = count_true(sign_w == torch.sign(feedback)) / sign_w[0].numel()
     unit_dims = (1, *range(3, weight.dim()))  # a unit is an input column (a conv's input channel)
     dot = sq_w = sq_b = sq_diff = 0
     for cw, cb in zip(_chunks(weight.detach(), 1), _chunks(feedback.detach(), 1)):  # chunks of output rows
@@ -138,3 +144,16 @@ def seed_weight_metrics(weight: torch.Tensor, feedback: torch.Tensor, weight_sig
     total = _degrees(dot.sum(1), total_w, sq_b.sum(1).sqrt())
     rel = sq_diff.sqrt() / total_w
     return total, congruence, rel, _degrees(dot, norm_w, norm_b)
+
+
+def seed_outer_product_angles(x: torch.Tensor, delta_a: torch.Tensor, delta_b: torch.Tensor) -> torch.Tensor:
+    """seed_angles(δa_sᵀ x_s, δb_sᵀ x_s) for inputs x (S, N, ..., in) and signals δ (S, N, ..., out),
+    without forming either out×in product: ⟨δaᵀx, δbᵀx⟩ = Σ_nm (δa δbᵀ)_nm (x xᵀ)_nm, and the norms
+    likewise, from float64 Gram matrices over the N examples (exact products, as seed_angles has)."""
+    X, A, B = (t.detach().flatten(1, -2).double() for t in (x, delta_a, delta_b))
+    gram_x = torch.bmm(X, X.transpose(1, 2))
+
+    def inner(P, Q):
+        return (torch.bmm(P, Q.transpose(1, 2)) * gram_x).sum((1, 2))
+    # Σ of the Hadamard product of two PSD matrices is ≥ 0 (Schur); the clamp only guards rounding
+    return _degrees(inner(A, B), inner(A, A).clamp_min(0).sqrt(), inner(B, B).clamp_min(0).sqrt())

@@ -3,7 +3,8 @@
 The probe runs its own forward/backward passes on a batch: one under the model's rule and one
 under exact backprop, on the same forward pass (same dropout masks, same batch-norm statistics), or,
 for a rule with a forward of its own (ifa, np_feedback, sg: ``shares_forward`` false), on a replay of it
-with the same masks and buffers.
+with the same masks and buffers. On a chain (an MLP: fa_bench.chain) the passes are made by hand,
+without autograd's graph, and equal autograd's (tests/test_chain.py).
 It restores every random stream and buffer afterwards, so a run with the probe gives the same
 numbers as a run without it, and it never writes ``.grad``.
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from fa_bench import metrics as M
+from fa_bench.chain import ChainPass
 from fa_bench.convert import converted_layers
 from fa_bench.layers import LayerBackward, exact_backprop
 from fa_bench.seeding import generator as seeded_generator
@@ -107,17 +109,53 @@ class AlignmentProbe:
         with exact_backprop([layer for _, layer in self.layers], exact), torch.enable_grad():
             return self.loss_fn(self.model(x), target).mean(-1).sum()  # per seed, as training does
 
-    def _signals(self, x, target):
+    def _autograd_signals(self, x, target, lead):
         """(deltas, grads) under the rule, then under exact backprop, on the same forward pass (same
         dropout masks, same batch statistics): one shared forward where it computes the same graph,
         else a second forward from the same random and buffer state."""
         with preserved_state(self.model) as restore:
             loss = self._loss(x, target, exact=False)
-            rule_signals = self._backward(loss, exact=False, retain=self.shares_forward)
+            d_rule, g_rule = self._backward(loss, exact=False, retain=self.shares_forward)
             if not self.shares_forward:  # replay the same masks; the shared graph must keep its saved B
                 restore()
                 loss = self._loss(x, target, exact=True)
-            return rule_signals, self._backward(loss, exact=True, retain=False)
+            d_bp, g_bp = self._backward(loss, exact=True, retain=False)
+        return [(dr, db, None if gr is None or gb is None else M.seed_angles(lead(gr), lead(gb)))
+                for dr, db, gr, gb in zip(d_rule, d_bp, g_rule, g_bp)]
+
+    def _chain_signals(self, chain, x, target, lead):
+        """The same from the chain's hand-made passes (fa_bench.chain): one forward, no graph. Where the
+        rule reports δᵀx for W (LayerBackward's weight_grads) and the batch is small against the layer,
+        neither gradient is formed: the angle comes from the batch's Gram matrices
+        (metrics.seed_outer_product_angles), a few N×N products where the gradients were two out×in ones."""
+        n = x.shape[1] if self.stacked else x.shape[0]
+        outer = type(self.rule).weight_grads is LayerBackward.weight_grads
+
+        def by_gram(layer):
+            return outer and n * (layer.in_features + 3 * layer.out_features) <= layer.in_features * layer.out_features
+
+        with preserved_state(self.model):
+            signals = chain.teaching_signals(x, target, self.loss_fn, lambda layer: not by_gram(layer))
+        rows = []
+        for (_, layer), (inp, dr, db, gr, gb) in zip(self.layers, signals):
+            if gr is not None and gb is not None:
+                update = M.seed_angles(lead(gr), lead(gb))
+            elif dr is not None and db is not None and by_gram(layer) and (
+                    layer.weight.requires_grad):
+                update = M.seed_outer_product_angles(lead(inp), lead(dr), lead(db))
+            else:
+                update = None
+            rows.append((dr, db, update))
+        return rows
+
+    def _signals(self, x, target, lead):
+        """Per layer: (δ under the rule, δ under exact backprop, update_angle per seed), each None where
+        there is nothing to measure."""
+        with torch.enable_grad():
+            chain = ChainPass.of(self.model, self.rule, x) if self.shares_forward else None
+        if chain is not None and [layer for _, layer in self.layers] == chain.layers:
+            return self._chain_signals(chain, x, target, lead)
+        return self._autograd_signals(x, target, lead)
 
     def measure(self, x, target) -> list[tuple[str, str, float]]:
         """Rows of (metric name, layer name, value) of an unstacked model."""
@@ -138,7 +176,7 @@ class AlignmentProbe:
             flipped = self.flipped[name]
             flipped |= sign_w != self.init_sign[name]
             per_seed = lead(flipped)
-            entries.append(("sign_flips", name, per_seed.flatten(1).sum(1, dtype=torch.float64) / per_seed[0].numel(),
+            entries.append(("sign_flips", name, M.count_true(per_seed) / per_seed[0].numel(),
                             None))
             if not layerwise:
                 continue
@@ -155,13 +193,12 @@ class AlignmentProbe:
                     entries += [("neuron_angle", [f"{name}:{u[k]}" for u in units], picked[:, k], None)
                                 for k in range(len(units[0]))]
         if rule.uses_backward:
-            (d_rule, g_rule), (d_bp, g_bp) = self._signals(x, target)
-            for i, ((name, layer), dr, db, gr, gb) in enumerate(zip(self.layers, d_rule, d_bp, g_rule, g_bp)):
+            for i, ((name, layer), (dr, db, update)) in enumerate(zip(self.layers, self._signals(x, target, lead))):
                 if dr is not None and db is not None:
                     angle, ratio, sent = M.seed_delta_metrics(lead(dr), lead(db))
                     entries += [("delta_angle", name, angle, sent), ("norm_ratio", name, ratio, sent)]
-                if gr is not None and gb is not None:
-                    entries.append(("update_angle", name, M.seed_angles(lead(gr), lead(gb)), None))
+                if update is not None:
+                    entries.append(("update_angle", name, update, None))
                 feedback = self._feedback_angles(i, layer, dr, lead)
                 if feedback is not None:
                     entries.append(("feedback_angle", name, feedback, None))

@@ -11,6 +11,7 @@ from torch import nn
 
 from fa_bench.chain import ChainPass, chain_plan
 from fa_bench.convert import convert, rule_of
+from fa_bench.layers import LayerBackward
 from fa_bench.losses import LOSSES, loss_and_mean_grad, sse
 from fa_bench.rules import RULES
 from fa_bench.stacking import seed_axis_loss, stack_models
@@ -213,3 +214,70 @@ def test_node_perturbation_through_the_chain_forward_is_its_step_through_the_mod
     before = model[1].weight.detach().clone()
     assert_identical(model, reference, x, targets, loss_fn)
     assert not torch.equal(model[1].weight, before)  # it learned
+
+
+# --- the alignment probe's passes on a chain (fa_bench.probe uses ChainPass.teaching_signals) ---
+
+def probe_net(rule, seed=0):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(30, 40), nn.Tanh(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 5))
+    return convert(net, rule, seed=seed, **OPTIONS.get(rule, {}))
+
+
+PROBED_RULES = [r for r in CHAIN_RULES if RULES[r].uses_backward]
+
+
+@pytest.mark.parametrize("stacked", [False, True], ids=["one_seed", "stacked"])
+@pytest.mark.parametrize("rule", PROBED_RULES)
+def test_the_probe_measures_the_same_on_the_chain_as_through_autograd(rule, stacked, monkeypatch):
+    """Every metric the probe logs from the chain's passes is the one its autograd passes give: the same
+    δ, bit for bit, and the same update angle, which on the wide layers comes from Gram matrices instead
+    of the two gradients (float64 there, so it differs from the float32 gradients' angle by their rounding)."""
+    from fa_bench import metrics as M
+    from fa_bench.probe import AlignmentProbe
+
+    def models():
+        if not stacked:
+            return probe_net(rule)
+        return stack_models([probe_net(rule, s) for s in (0, 1)], [0, 1])
+    model, reference = models(), models()
+    rule_of(reference).chain_backward = False
+    g = torch.Generator().manual_seed(4)
+    lead = (2,) if stacked else ()
+    x, t = torch.randn(*lead, 4, 30, generator=g), torch.randint(0, 5, (*lead, 4), generator=g)
+    loss = seed_axis_loss(LOSSES["cross_entropy"]) if stacked else LOSSES["cross_entropy"]
+    gram_calls = []
+    real = M.seed_outer_product_angles
+    monkeypatch.setattr(M, "seed_outer_product_angles", lambda *a: gram_calls.append(1) or real(*a))
+    chain_rows = AlignmentProbe(model, loss).measure_seeds(x, t)
+    assert ChainPass.of(model, rule_of(model), x) is not None  # the probe left it usable
+    by_gram = len(gram_calls)
+    reference_rows = AlignmentProbe(reference, loss).measure_seeds(x, t)
+    assert len(gram_calls) == by_gram  # autograd's passes form the gradients
+    # 4 examples against 30x40 and 40x40 layers: Gram matrices; against the 40x5 output layer: gradients
+    outer = type(rule_of(model)).weight_grads is LayerBackward.weight_grads  # the rule reports δᵀx for W
+    for seed_rows, seed_reference in zip(chain_rows, reference_rows):
+        assert [(m, n) for m, n, _ in seed_rows] == [(m, n) for m, n, _ in seed_reference]
+        for (metric, name, value), (_, _, expected) in zip(seed_rows, seed_reference):
+            if metric == "update_angle" and name in ("0", "2") and by_gram:
+                assert value == pytest.approx(expected, abs=1e-4), (metric, name)
+            else:
+                assert value == expected or (value != value and expected != expected), (metric, name)
+        assert any(m == "update_angle" for m, _, _ in seed_rows)
+    # shallow's hidden layers get no δ: nothing to measure there
+    assert by_gram == (2 if outer and rule != "shallow" else 0)
+
+
+@pytest.mark.parametrize("rule", PROBED_RULES)
+def test_the_probe_on_a_chain_leaves_training_as_it_was(rule):
+    """A step after a probe is the step without one, bit for bit (the probe's neutrality, chain passes)."""
+    from fa_bench.probe import AlignmentProbe
+    probed, plain = probe_net(rule), probe_net(rule)
+    g = torch.Generator().manual_seed(5)
+    x, t = torch.randn(6, 30, generator=g), torch.randint(0, 5, (6,), generator=g)
+    loss = LOSSES["cross_entropy"]
+    AlignmentProbe(probed, loss).measure(x, t)
+    for model in (probed, plain):
+        rule_of(model).compute_gradients(model, x, t, loss)
+    for (name, a), b in zip(probed.named_parameters(), plain.parameters()):
+        assert (a.grad is None) == (b.grad is None) and (a.grad is None or torch.equal(a.grad, b.grad)), name

@@ -85,3 +85,19 @@ def test_seed_axis_metrics_equal_the_per_seed_ones(shape, chunk, monkeypatch):
         assert angle[s].item() == pytest.approx(M.batch_angle(d_rule[s], d_bp[s]), abs=1e-6)
         assert ratio[s].item() == pytest.approx(M.norm_ratio(d_bp[s], d_rule[s]))
     assert math.isnan(angle[2].item()) and math.isnan(ratio[2].item())
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4), (2, 3, 2, 4)], ids=["examples", "examples_x_positions"])
+def test_outer_product_angles_are_the_angles_of_the_formed_gradients(shape):
+    """⟨δaᵀx, δbᵀx⟩ from Gram matrices over the examples equals forming both gradients (in float64)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g)
+    da, db = torch.randn(*shape[:-1], 6, generator=g), torch.randn(*shape[:-1], 6, generator=g)
+    flat = [t.flatten(1, -2).double() for t in (x, da, db)]
+    formed_a, formed_b = (d.transpose(1, 2) @ flat[0] for d in flat[1:])
+    got = M.seed_outer_product_angles(x, da, db)
+    assert got.tolist() == pytest.approx(M.seed_angles(formed_a, formed_b).tolist(), abs=1e-9)
+    assert M.seed_outer_product_angles(x, da, da).tolist() == pytest.approx([0.0] * shape[0], abs=1e-5)
+    assert M.seed_outer_product_angles(x, da, -da).tolist() == pytest.approx([180.0] * shape[0], abs=1e-5)
+    zero = M.seed_outer_product_angles(x, torch.zeros_like(da), db)
+    assert torch.isnan(zero).all()  # no update: no angle, as seed_angles gives
