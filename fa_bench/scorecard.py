@@ -292,12 +292,15 @@ def write_scorecard(results_dir: Path | str, out: Path | str | None = None, comm
     than naming ``results_dir``."""
     results_dir = Path(results_dir)
     rows = []
-    cache: dict[str, tuple] = {}
+    cache: dict[Path, tuple] = {}
     for claim in load_claims():
         exp = claim["experiment"]
-        if exp not in cache:
-            cache[exp] = _experiment_data(results_dir / exp)
-        curves, meta = cache[exp]
+        # ``results``: a sub-folder of the experiment's results holding the runs this claim is scored on (the
+        # paper's length for the conditions it needs, where the experiment's own runs are shorter)
+        folder = results_dir / exp / claim.get("results", "")
+        if folder not in cache:
+            cache[folder] = _experiment_data(folder)
+        curves, meta = cache[folder]
         if curves is None:
             ours, verdict, budget = "not run", "not run", ""
         else:

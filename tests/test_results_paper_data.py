@@ -180,6 +180,27 @@ def test_a_cause_found_at_the_papers_budget_is_not_called_a_short_run(tmp_path, 
     assert "**at the paper's budget**: its stop rule" in rows["setup"] and "below" not in rows["setup"]
 
 
+def test_a_claim_with_a_results_folder_is_scored_on_its_runs_and_budget(tmp_path, monkeypatch):
+    """``results: <sub>``: the claim reads results/<experiment>/<sub>/ (its curves and its budget line), the
+    others the experiment's own folder."""
+    from fa_bench import scorecard
+
+    shutil.copytree(REPO / "results" / "lansdell_fig2", tmp_path / "lansdell_fig2")
+    base = {"experiment": "lansdell_fig2", "source": "s", "paper": "p", "reason": "r",
+            "check": {"kind": "value", "select": {"setting": "cell=lansdell_fig2_bp"}, "metric": "test/error",
+                      "paper_value": 2.649, "abs_tol": 0.3}}
+    monkeypatch.setattr(scorecard, "load_claims", lambda: [{**base, "id": "own"},
+                                                           {**base, "id": "longer", "results": "steps200k"}])
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in write_scorecard(tmp_path).read_text().splitlines()
+            if line.startswith(("| own |", "| longer |"))}
+    own, longer = (scorecard._experiment_data(tmp_path / "lansdell_fig2" / sub) for sub in ("", "steps200k"))
+    for name, (curves, meta) in (("own", own), ("longer", longer)):
+        expected = scorecard._per_seed(curves, base["check"]["select"], "test/error")
+        assert rows[name][4] == scorecard._fmt(expected), name
+        assert rows[name][7].startswith(scorecard.budget_text(meta)), name
+    assert rows["own"][4] != rows["longer"][4] and "max_steps 200000" in rows["longer"][7]
+
+
 def test_a_generated_table_field_carries_its_finding_and_a_misspelt_field_stops():
     from fa_bench.scorecard import table_claims, with_findings
 
