@@ -132,6 +132,8 @@ class AlignmentProbe:
         outer = type(self.rule).weight_grads is LayerBackward.weight_grads
 
         def by_gram(layer):
+            # Gram matrices: N²·(in + 3·out) float64 multiply-adds; gradients: 2·N·in·out float32 ones plus
+            # two float64 passes over in·out. Taken where the first is at most half the second's count.
             return outer and n * (layer.in_features + 3 * layer.out_features) <= layer.in_features * layer.out_features
 
         with preserved_state(self.model):
@@ -140,8 +142,7 @@ class AlignmentProbe:
         for (_, layer), (inp, dr, db, gr, gb) in zip(self.layers, signals):
             if gr is not None and gb is not None:
                 update = M.seed_angles(lead(gr), lead(gb))
-            elif dr is not None and db is not None and by_gram(layer) and (
-                    layer.weight.requires_grad):
+            elif dr is not None and db is not None and by_gram(layer) and layer.weight.requires_grad:
                 update = M.seed_outer_product_angles(lead(inp), lead(dr), lead(db))
             else:
                 update = None
