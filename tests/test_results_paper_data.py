@@ -249,3 +249,39 @@ def test_a_generated_table_field_at_the_papers_budget_can_score_runs_that_named_
     entry["settings"] = {"2x800_tanh_adv_bq": setting}
     with pytest.raises(ValueError, match=r"settings for fields the table does not have: \['2x800_tanh_adv_bq'\]"):
         with_findings(entry, table_claims(entry))
+
+
+def _thinned_series(curves: pd.DataFrame) -> list[str]:
+    """The (setting, seed, metric) series of ``curves`` whose logged steps are not evenly spaced: collect
+    thinned them (fa_bench.collect.thin), so a value between two kept steps is missing."""
+    gaps = []
+    for key, g in curves.groupby(["setting", "seed", "split", "name"], dropna=False):
+        steps = g["step"].drop_duplicates().sort_values().diff().dropna()
+        if steps.nunique() > 1:
+            gaps.append(f"{key}: spacings {sorted(steps.unique())[:3]}")
+    return gaps
+
+
+def test_a_minimum_over_training_is_read_from_every_evaluation():
+    """``at: min`` (Lansdell's Table 2a) is a minimum over the curve in curves.csv, which collect thins to
+    collect.max_points per series: a thinned curve can miss the minimum (the 1 M-iteration runs of
+    results/lansdell_table2a/code_1m lost up to 1.3 of it at 400 points). Every committed folder of an
+    experiment with such a claim must hold every evaluation."""
+    experiments = {c["experiment"] for c in load_claims() if c.get("check", {}).get("at") == "min"}
+    assert experiments, "no claim reads a minimum over training"
+    folders = [f.parent for exp in sorted(experiments) for f in sorted((REPO / "results" / exp).rglob("curves.csv"))
+               if "runs" not in f.relative_to(REPO / "results" / exp).parts]
+    assert folders
+    for folder in folders:
+        assert not _thinned_series(pd.read_csv(folder / "curves.csv")), folder
+
+
+def test_a_thinned_curve_is_caught():
+    from fa_bench.collect import thin
+
+    steps = range(0, 1_001_000, 1000)
+    curves = pd.DataFrame({"step": list(steps), "setting": "cell=x", "seed": 0, "split": "test", "name": "loss",
+                           "value": [1.0] * len(steps)})
+    assert not _thinned_series(curves)
+    assert not _thinned_series(thin(curves, max_points=1001))
+    assert _thinned_series(thin(curves, max_points=400))
