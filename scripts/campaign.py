@@ -8,11 +8,15 @@ Resuming across machines: a lent GPU is a fresh machine every time, and its runs
 it. So every finished run folder (completed or diverged; its records, not its checkpoint) is archived
 under ``<results>/<experiment>/runs/``, and restored into the sweep folder before the item runs again:
 the sweep then skips it ("completed earlier, skipped") and collects it with the new ones. Commit the
-archive with the results and the next session, on any machine, goes on where this one stopped; runs
-the budget interrupted start again there (their checkpoints stay on the machine that wrote them).
+archive with the results and the next session, on any machine, goes on where this one stopped. Runs
+the budget interrupted start again there, unless ``--park`` is given: then each one is also copied,
+checkpoint and all, to ``<results>/<experiment>/parked/`` and put back into the sweep folder before
+the item runs again, so it resumes where it stopped (checkpoints are large: a Table 1 100x240 group is
+~100 MB, so parking is asked for, not done by default).
 
     python scripts/campaign.py --minutes 8 --results results        # a lent GPU: the committed results
     python scripts/campaign.py --minutes 8 --mirror "$OUT" device=cuda  # the device tool: what comes back
+    python scripts/campaign.py --minutes 170 --park --results results   # a CPU session; commit parked/ too
     python scripts/campaign.py --queue scripts/paper_budget_queue.yaml --minutes 600 --dry-run
 """
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from fa_bench.checkpoint import FILE as CHECKPOINT
 from fa_bench.collect import find_runs
 from fa_bench.run_folder import RunFolder
 
@@ -80,6 +85,50 @@ def copy_finished(src: Path, dest: Path) -> int:
     return copied
 
 
+def _checkpointed(root: Path) -> list[Path]:
+    """Folders under ``root`` holding a checkpoint: an interrupted run's, or a stacked seed group's (its
+    seeds' records in seed*/ below it). Hidden folders (Hydra's .hydra/) are not runs."""
+    if not root.is_dir():
+        return []
+    return sorted(p.parent for p in root.rglob(CHECKPOINT)
+                  if not any(part.startswith(".") for part in p.relative_to(root).parts[:-1]))
+
+
+def park(src: Path, dest: Path) -> int:
+    """Copy every run under ``src`` that stopped with a checkpoint to the same place under ``dest``,
+    checkpoint and records together (the lock stays behind): what a fresh machine needs to resume it
+    where it stopped. A run parked earlier is replaced by its newer state, and one that has finished
+    since (it has no checkpoint any more) is removed from ``dest``: its records are archived instead.
+    Returns how many runs it parked."""
+    for old in _checkpointed(dest):
+        now = src / old.relative_to(dest)
+        if now.is_dir() and not (now / CHECKPOINT).is_file():
+            shutil.rmtree(old)
+    parked = 0
+    for run in _checkpointed(src):
+        target = dest / run.relative_to(src)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(run, target, ignore=shutil.ignore_patterns(".lock"))
+        parked += 1
+    return parked
+
+
+def unpark(parked: Path, dest: Path) -> int:
+    """Put the runs parked under ``parked`` back into the sweep folder ``dest`` so that the same command
+    resumes them from their checkpoints. A run of which ``dest`` already holds a checkpoint or any
+    summary (its own, or a stacked group's seeds') is left as it is: this machine's state is never
+    overwritten. Returns how many runs it restored."""
+    restored = 0
+    for run in _checkpointed(parked):
+        target = dest / run.relative_to(parked)
+        if (target / CHECKPOINT).is_file() or (target.is_dir() and any(target.rglob("summary.json"))):
+            continue
+        shutil.copytree(run, target, dirs_exist_ok=True)
+        restored += 1
+    return restored
+
+
 def collect_stopped(item: dict, sweep_dir: Path, results: Path) -> tuple[str, int]:
     """Collect a sweep the budget stopped, with the experiment's settings: its own collect never ran and
     it listed no jobs (sweep.json comes at a sweep's end), so every run in the campaign's sweep folder
@@ -94,12 +143,15 @@ def collect_stopped(item: dict, sweep_dir: Path, results: Path) -> tuple[str, in
 
 
 def run_item(item: dict, results: Path, seconds_left: float, extra: list[str], runs: Path,
-             grace: float = GRACE_S) -> tuple[str, float]:
+             grace: float = GRACE_S, parking: bool = False) -> tuple[str, float]:
     """(outcome, seconds taken) of one sweep, stopped by SIGTERM when the budget runs out; its finished
-    runs restored from and archived into ``<results>/<experiment>/runs/`` (see the module docstring)."""
+    runs restored from and archived into ``<results>/<experiment>/runs/``, and with ``parking`` its
+    stopped ones into ``<results>/<experiment>/parked/`` (see the module docstring)."""
     sweep_dir, where = sweep_dir_of(item, runs)
     archive = results / item["experiment"] / "runs"
+    parked = results / item["experiment"] / "parked"
     restored = copy_finished(archive, sweep_dir)
+    resumable = unpark(parked, sweep_dir) if parking else 0
     command = [sys.executable, "-m", "fa_bench.cli", "-m", f"experiment={item['experiment']}",
                f"results_dir={results}", "trainer.progress=false", *where, *item["overrides"], *extra]
     start = time.monotonic()
@@ -121,7 +173,8 @@ def run_item(item: dict, results: Path, seconds_left: float, extra: list[str], r
     if stopped:
         sweep_line, _ = collect_stopped(item, sweep_dir, results)
     archived = copy_finished(sweep_dir, archive)
-    return (f"{outcome}; {sweep_line}; runs restored {restored}, newly archived {archived}",
+    parking_line = f", unparked {resumable}, parked {park(sweep_dir, parked)}" if parking else ""
+    return (f"{outcome}; {sweep_line}; runs restored {restored}, newly archived {archived}{parking_line}",
             time.monotonic() - start)
 
 
@@ -134,6 +187,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default=str(REPO / "runs"), help="sweep folders: <runs>/<experiment> (machine-local)")
     p.add_argument("--mirror", default=None, help="after each item, copy <results>/<experiment>/ (and the log) "
                    "here too: a lent machine's $OUT, the only folder that comes back")
+    p.add_argument("--park", action="store_true", help="carry runs the budget stopped, with their checkpoints, "
+                   "in <results>/<experiment>/parked/, and resume them from there on the next pass")
     p.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
     p.add_argument("extra", nargs="*", help="overrides for every item (device=cuda, ...)")
     args = p.parse_args(argv)
@@ -153,7 +208,7 @@ def main(argv=None) -> int:
             planned += estimate
         else:
             outcome, took = run_item(item, results, left - args.grace, args.extra, Path(args.runs).resolve(),
-                                     args.grace)
+                                     args.grace, args.park)
             line = f"{name}: {outcome} ({took / 60:.1f} min)"
             if args.mirror and (results / item["experiment"]).is_dir():
                 shutil.copytree(results / item["experiment"], Path(args.mirror) / item["experiment"],

@@ -1,14 +1,17 @@
 """The campaign runner (scripts/campaign.py) on the CPU with a tiny queue: it runs an item, collects it,
 skips it when run again, and leaves what the budget does not reach unstarted; a later campaign on a
 fresh machine (another runs/ folder) restores the archived finished runs instead of training them again,
-and a sweep the budget stops is still collected and its finished runs archived."""
+and a sweep the budget stops is still collected and its finished runs archived, its stopped runs parked
+with their checkpoints; a parked run resumes on another machine bit for bit (scripts/park.py)."""
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,9 +82,12 @@ def test_a_sweep_the_budget_stops_is_collected_and_its_finished_runs_archived(tm
         "hydra.launcher.n_jobs=1", "rule=fa,node_perturbation", "seed=range(1)",
         "+per_rule.fa.dataset.n_train=60", "+per_rule.node_perturbation.trainer.epochs=1000"]}]))
     results = tmp_path / "results"
-    out = campaign(queue, results, 1, "--grace", "15", "--runs", str(tmp_path / "runs"))
+    out = campaign(queue, results, 1, "--grace", "15", "--runs", str(tmp_path / "runs"), "--park")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "stopped at the budget" in out.stdout and "newly archived 1" in out.stdout, out.stdout
+    assert "unparked 0, parked 1" in out.stdout, out.stdout
+    parked = [p.parent.name for p in (results / "lillicrap_fig2" / "parked").rglob("checkpoint.pt")]
+    assert len(parked) == 1 and parked[0].startswith("node_perturbation_seed0_")  # the stopped run travels
     status = pd.read_csv(results / "lillicrap_fig2" / "runs.csv").set_index("rule")["status"].to_dict()
     assert status == {"fa": "completed", "node_perturbation": "interrupted"}
     archived = [p.parent.name for p in (results / "lillicrap_fig2" / "runs").rglob("summary.json")]
@@ -161,3 +167,49 @@ def test_recollect_rebuilds_the_results_from_the_archive_alone(tmp_path):
     assert recollect("lillicrap_fig2", "--results", results, "--dest", check).returncode == 0
     left, checked = (pd.read_csv(f / "runs.csv") for f in (results / "lillicrap_fig2", check))
     assert len(left) + len(checked) == 4 and "bp" in set(checked["rule"]) and not (check / "fig2.png").exists()
+
+
+def test_a_parked_stacked_group_resumes_on_a_fresh_machine_bit_for_bit(tmp_path, monkeypatch):
+    """park -> a new sweep folder (the next session's machine) -> unpark -> the same job resumes from the
+    checkpoint that travelled and ends with the records of a run never stopped; once it has finished,
+    parking again drops its copy, and unparking never overwrites what a machine already holds."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import fa_bench.trainer as trainer_module
+    from campaign import park, unpark
+    from fa_bench.config import compose_config
+    from fa_bench.interrupts import RunInterrupted
+    from fa_bench.run import run_seeds
+
+    cfg = compose_config(["dataset=teacher_net", "model=tanh_30_20_10_10", "dataset.n_train=160",
+                          "dataset.n_test=50", "rule=fa", "trainer.epochs=3", "trainer.batch_size=32",
+                          "trainer.eval_every=4", "optimizer.momentum=0.9", "device=cpu",
+                          "trainer.progress=false", "threads=1", "seeds=[0,1]"])
+    run_seeds(cfg, tmp_path / "straight" / "job")
+    calls = {"n": 0}
+
+    def sigterm_after_five_steps():
+        calls["n"] += 1
+        return signal.SIGTERM if calls["n"] >= 5 else None
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer_module, "requested", sigterm_after_five_steps)
+        with pytest.raises(RunInterrupted):
+            run_seeds(cfg, tmp_path / "old_machine" / "job")
+    assert park(tmp_path / "old_machine", tmp_path / "parked") == 1
+    assert (tmp_path / "parked" / "job" / "checkpoint.pt").is_file()
+    assert not (tmp_path / "parked" / "job" / ".lock").exists()
+    shutil.rmtree(tmp_path / "old_machine")
+
+    assert unpark(tmp_path / "parked", tmp_path / "new_machine") == 1
+    resumed = run_seeds(cfg, tmp_path / "new_machine" / "job")
+    assert [s["resumed_from_step"] for s in resumed] == [5, 5]
+    for seed in ("seed0", "seed1"):
+        assert ((tmp_path / "new_machine" / "job" / seed / "metrics.csv").read_text()
+                == (tmp_path / "straight" / "job" / seed / "metrics.csv").read_text())
+    assert park(tmp_path / "new_machine", tmp_path / "parked") == 0
+    assert not (tmp_path / "parked" / "job").exists()  # finished: its records are archived, not parked
+
+    stale = tmp_path / "stale"
+    (stale / "job").mkdir(parents=True)
+    (stale / "job" / "checkpoint.pt").write_bytes(b"an older state")
+    assert unpark(stale, tmp_path / "new_machine") == 0  # a finished run is never overwritten
