@@ -159,8 +159,10 @@ def _overrides(run_dir: Path) -> dict[str, str]:
 def _alters_the_run(key: str) -> bool:
     """Whether an override changes what trains (the run key's view, fa_bench.config.run_key): where the
     results go or whether a progress bar shows does not, so runs of two sweeps that differ only there
-    still share a cell."""
-    return key.split(".")[0] not in NOT_IN_RUN_KEY and key != "trainer.progress"
+    still share a cell. Nor does how often a run checkpoints, since a resumed run writes the records of
+    one never stopped (tests/test_reliability.py); the run key still holds it, so that no earlier run's
+    folder, and so its checkpoint, moves."""
+    return key.split(".")[0] not in NOT_IN_RUN_KEY and key not in ("trainer.progress", "trainer.checkpoint_every")
 
 
 _UNSET = object()

@@ -88,6 +88,12 @@ def test_a_swept_key_names_the_cell_even_when_one_value_was_collected():
     assert _settings(one_cell, swept_by("nokland_table1")) == ["cell=nokland_2x800_tanh"] * 2
     two_cells = [{"cell": "a", "optimizer.lr": "0.1"}, {"cell": "b", "optimizer.lr": "0.1"}]
     assert _settings(two_cells) == ["cell=a", "cell=b"]  # a constant override stays out of the label
+    # how often a run checkpoints does not change what it trains: a run given 5min is the same cell
+    checkpointed = [{"cell": "a"}, {"cell": "a", "trainer.checkpoint_every": "5min"}, {"cell": "b"}]
+    configs = [{"trainer": {"checkpoint_every": every}} for every in ("10min", "5min", "10min")]
+    assert _settings(checkpointed, swept={"cell"}, configs=configs) == ["cell=a", "cell=a", "cell=b"]
+    assert _settings([{"cell": "a", "optimizer.lr": "0.1"}, {"cell": "a", "optimizer.lr": "0.2"}], swept={"cell"}) == [
+        "cell=a,optimizer.lr=0.1", "cell=a,optimizer.lr=0.2"]  # one that does still splits them
 
 
 def test_a_key_typed_by_some_runs_at_the_configs_value_does_not_split_their_cell():
