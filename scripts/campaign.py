@@ -11,8 +11,8 @@ the sweep then skips it ("completed earlier, skipped") and collects it with the 
 archive with the results and the next session, on any machine, goes on where this one stopped. Runs
 the budget interrupted start again there, unless ``--park`` is given: then each one is also copied,
 checkpoint and all, to ``<results>/<experiment>/parked/`` and put back into the sweep folder before
-the item runs again, so it resumes where it stopped (checkpoints are large: a Table 1 100x240 group is
-~100 MB, so parking is asked for, not done by default).
+the item runs again, so it resumes where it stopped (checkpoints are large: 7-24 MB for the 3-seed
+Table 2a job, more for the deep Table 1 nets, so parking is asked for, not done by default).
 
     python scripts/campaign.py --minutes 8 --results results        # a lent GPU: the committed results
     python scripts/campaign.py --minutes 8 --mirror "$OUT" device=cuda  # the device tool: what comes back
@@ -85,7 +85,7 @@ def copy_finished(src: Path, dest: Path) -> int:
     return copied
 
 
-def _checkpointed(root: Path) -> list[Path]:
+def checkpointed(root: Path) -> list[Path]:
     """Folders under ``root`` holding a checkpoint: an interrupted run's, or a stacked seed group's (its
     seeds' records in seed*/ below it). Hidden folders (Hydra's .hydra/) are not runs."""
     if not root.is_dir():
@@ -100,12 +100,12 @@ def park(src: Path, dest: Path) -> int:
     where it stopped. A run parked earlier is replaced by its newer state, and one that has finished
     since (it has no checkpoint any more) is removed from ``dest``: its records are archived instead.
     Returns how many runs it parked."""
-    for old in _checkpointed(dest):
+    for old in checkpointed(dest):
         now = src / old.relative_to(dest)
         if now.is_dir() and not (now / CHECKPOINT).is_file():
             shutil.rmtree(old)
     parked = 0
-    for run in _checkpointed(src):
+    for run in checkpointed(src):
         target = dest / run.relative_to(src)
         if target.exists():
             shutil.rmtree(target)
@@ -120,7 +120,7 @@ def unpark(parked: Path, dest: Path) -> int:
     summary (its own, or a stacked group's seeds') is left as it is: this machine's state is never
     overwritten. Returns how many runs it restored."""
     restored = 0
-    for run in _checkpointed(parked):
+    for run in checkpointed(parked):
         target = dest / run.relative_to(parked)
         if (target / CHECKPOINT).is_file() or (target.is_dir() and any(target.rglob("summary.json"))):
             continue

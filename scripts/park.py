@@ -18,18 +18,17 @@ from pathlib import Path
 
 import yaml
 
-from campaign import park, unpark  # scripts/ is on sys.path when this runs as a script
-
-from fa_bench.checkpoint import FILE as CHECKPOINT
+from campaign import CHECKPOINT, checkpointed, park, unpark  # scripts/ is on sys.path when this runs as a script
 
 
 def describe(folder: Path) -> list[str]:
     """One line per checkpointed run under ``folder``: where it is and the overrides that resume it."""
     lines = []
-    for ckpt in sorted(folder.rglob(CHECKPOINT)):
-        overrides = ckpt.parent / ".hydra" / "overrides.yaml"
+    for run in checkpointed(folder):
+        overrides = run / ".hydra" / "overrides.yaml"
         command = " ".join(yaml.safe_load(overrides.read_text()) or []) if overrides.is_file() else "(no .hydra/)"
-        lines.append(f"  {ckpt.parent.relative_to(folder)}: {ckpt.stat().st_size / 2**20:.1f} MiB; fa-run {command}")
+        size = (run / CHECKPOINT).stat().st_size / 2**20
+        lines.append(f"  {run.relative_to(folder)}: {size:.1f} MiB; fa-run {command}")
     return lines
 
 
