@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fa_bench.config import conf_dir
 from fa_bench.experiments import format_experiments, list_experiments, read_experiment
 
@@ -40,9 +42,10 @@ def test_the_list_is_read_from_the_files_and_a_dollar_sign_survives(tmp_path):
     assert "bare" in listing and "cost: not estimated" in listing
 
 
-def test_fa_run_help_lists_experiments_costs_and_the_data_root(tmp_path):
+@pytest.mark.parametrize("module", ["fa_bench.cli", "fa_bench"])  # fa-run's module, and `python -m fa_bench`
+def test_fa_run_help_lists_experiments_costs_and_the_data_root(tmp_path, module):
     env = {**os.environ, "FA_DATA": str(tmp_path / "my_data")}
-    proc = subprocess.run([sys.executable, "-m", "fa_bench.cli", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
                           timeout=120, env=env)
     assert "Unsupported interpolation type fa_experiments" not in proc.stderr, \
         "the help resolver is not registered: fa_bench/config.py must `import fa_bench.experiments`"
