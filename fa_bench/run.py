@@ -421,10 +421,16 @@ def _run_seeds(configs, group_dir, dirs, choices, stacked, data=None, resolved=N
             summary.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
     finally:
-        wall = time.perf_counter() - start
+        # a resumed run counts its earlier segments too, each up to its last checkpoint (the time between
+        # that checkpoint and a crash is lost with the state it trained); a checkpoint from before
+        # fa_bench kept that count holds none, and the summary says so
+        earlier = None if resume is None else resume.get("wall_time")
+        wall = time.perf_counter() - start + (earlier or 0.0)
         for writer, summary, d in zip(writers, summaries, dirs):
             writer.close()
             summary["wall_time"] = wall
+            if resume is not None and earlier is None:
+                summary["wall_time_since_resume_only"] = True
             if d is not None:
                 write_summary(d / "summary.json", summary)
     return summaries

@@ -369,6 +369,8 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
         raise ValueError("trainer.stop_train_error reads the training classification error, but this data set "
                          f"is a {engine.task} task")
     start = time.perf_counter()
+    # the loop seconds of the segments before this one (a checkpoint written before this key existed: 0)
+    earlier = float(resume.get("wall_time", 0.0)) if resume is not None else 0.0
     S = engine.n_seeds
     total = cfg.total_steps(engine.steps_per_epoch())
     probing = bool(cfg.metrics_every)
@@ -401,7 +403,8 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
         return {"format": 1, "step": step, "examples": examples, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                 "status": list(status), "reasons": list(reasons), "ended": list(ended), "cadence_next": cadence.next,
                 "window": window.state(), "flagged": flagged, "engine": engine.state_dict(),
-                "writers": [w.state() for w in writers], "rng": global_rng_states()}
+                "writers": [w.state() for w in writers], "rng": global_rng_states(),
+                "wall_time": earlier + time.perf_counter() - start}
 
     def log_probe(at_epoch, seeds):
         rows = engine.probe(batch)
@@ -516,6 +519,6 @@ def train_loop(engine: Engine, cfg: TrainConfig, writers: list[MetricsWriter], d
     engine.finish()
     for w in writers:
         w.flush()
-    wall = time.perf_counter() - start
+    wall = earlier + time.perf_counter() - start
     return [TrainResult(status[s], ended[s][0] * engine.step_size, ended[s][1], ended[s][2], wall,
                         writers[s].final(), reasons[s]) for s in range(S)]

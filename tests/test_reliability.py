@@ -68,6 +68,31 @@ def test_an_interrupted_and_resumed_run_ends_with_the_same_records(name, overrid
     assert resumed["final"] == straight["final"] and resumed["steps"] == straight["steps"]
 
 
+@pytest.mark.parametrize("earlier", [1e6, None])  # None: a checkpoint from before the count was kept
+def test_a_resumed_run_counts_the_wall_time_of_its_earlier_segments(earlier, tmp_path, monkeypatch):
+    """summary.json's wall_time is the run's, not only the last segment's: a run parked across sessions
+    reports what it cost. The checkpoint's count is set by hand, so a count that is dropped shows."""
+    with monkeypatch.context() as m:
+        interrupt_after(m, 5)
+        with pytest.raises(RunInterrupted):
+            run(compose_config(MLP), tmp_path / "r")
+    path = tmp_path / "r" / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    assert 0 < state["wall_time"] < 600  # the first segment's loop seconds
+    if earlier is None:
+        del state["wall_time"]
+    else:
+        state["wall_time"] = earlier
+    torch.save(state, path)
+    started = time.perf_counter()
+    resumed = run(compose_config(MLP), tmp_path / "r")
+    segment = time.perf_counter() - started
+    assert resumed["status"] == "completed" and resumed["resumed_from_step"] == 5
+    assert (earlier or 0.0) < resumed["wall_time"] <= (earlier or 0.0) + segment
+    assert resumed.get("wall_time_since_resume_only", False) is (earlier is None)
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["wall_time"] == resumed["wall_time"]
+
+
 def test_a_crash_resumes_from_the_last_periodic_checkpoint(tmp_path, monkeypatch):
     overrides = [*MLP, "trainer.checkpoint_every=4"]
     run(compose_config(overrides), tmp_path / "straight")
