@@ -47,6 +47,15 @@ def seed_tag(seed, seeds) -> str:
     return "seeds" + "_".join(map(str, seeds))
 
 
+def what_trains(resolved: dict) -> dict:
+    """A resolved config as the run key sees it: less NOT_IN_RUN_KEY (where results and data live),
+    trainer.progress and null settings. A checkpoint resumes only a run whose config this leaves equal."""
+    body = pruned({k: v for k, v in resolved.items() if k not in NOT_IN_RUN_KEY})
+    if isinstance(body.get("trainer"), dict):
+        body["trainer"] = {k: v for k, v in body["trainer"].items() if k != "progress"}
+    return body
+
+
 def run_key(*, _root_) -> str:
     """The folder name of the run the whole config describes: '<rule>_<seeds>_<hash>', the hash over the
     resolved config less NOT_IN_RUN_KEY and trainer.progress. The same config always gets the same folder

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import fa_bench
 from fa_bench.atomic import write_text as atomic_write_text
 from fa_bench.checkpoint import Checkpointer
-from fa_bench.config import conf_dir, pruned
+from fa_bench.config import conf_dir, what_trains
 from fa_bench.data import DATASETS, StreamingData, load_dataset
 from fa_bench.distributed import from_environment, local_device
 from fa_bench.engines.autograd import PhaseSchedule, RuleEngine
@@ -386,9 +386,10 @@ def _run_seeds(configs, group_dir, dirs, choices, stacked, data=None, resolved=N
         checkpoint = Checkpointer(group_dir, resolved[0].trainer.get("checkpoint_every"), writes=dist.main,
                                   meta={"config": [OmegaConf.to_container(c, resolve=True) for c in resolved]})
         resume = checkpoint.load() if checkpoint.enabled else None
-        # compared as the run key compares them: a null option added since the checkpoint changes nothing
-        if resume is not None and [pruned(c) for c in resume.get("config") or []] != \
-                [pruned(c) for c in checkpoint.meta["config"]]:
+        # compared as the run key compares them: a null option added since the checkpoint, or another
+        # results_dir or data root, changes nothing that trains
+        if resume is not None and [what_trains(c) for c in resume.get("config") or []] != \
+                [what_trains(c) for c in checkpoint.meta["config"]]:
             raise ConfigError(f"{checkpoint.path} was written by a different config; delete it or pass "
                               f"rerun=true to start afresh")
     for c, d in zip(resolved, dirs):

@@ -284,3 +284,18 @@ def test_a_checkpoint_from_before_a_null_option_existed_still_resumes(tmp_path, 
             run(compose_config(MLP), tmp_path / "s")
     with pytest.raises(Exception, match="written by a different config"):
         run(compose_config([*MLP, "optimizer.momentum=0.5"]), tmp_path / "s")
+
+
+def test_a_checkpoint_resumes_under_another_results_dir_or_data_root(tmp_path, monkeypatch):
+    """Where results are collected and where the data files live do not change what trains: the run key
+    leaves them out, so the checkpoint must too (a parked run restored on another machine gets another
+    data root). A setting that trains differently is still refused."""
+    with monkeypatch.context() as m:
+        interrupt_after(m, 5)
+        with pytest.raises(RunInterrupted):
+            run(compose_config([*MLP, "results_dir=/tmp/a"]), tmp_path / "r")
+    with pytest.raises(Exception, match="written by a different config"):
+        run(compose_config([*MLP, "results_dir=/tmp/b", "trainer.batch_size=16"]), tmp_path / "r")
+    resumed = run(compose_config([*MLP, "results_dir=/tmp/b", f"data.root={tmp_path / 'elsewhere'}"]),
+                  tmp_path / "r")
+    assert resumed["status"] == "completed" and resumed["resumed_from_step"] == 5
