@@ -61,10 +61,9 @@ def run_key(*, _root_) -> str:
     resolved config less NOT_IN_RUN_KEY and trainer.progress. The same config always gets the same folder
     (a re-run skips or resumes it: fa_bench.run_folder); any change that alters the run, another."""
     body = OmegaConf.to_container(_root_, resolve=False)
-    for key in NOT_IN_RUN_KEY:
+    for key in NOT_IN_RUN_KEY:  # dropped before resolving: they may name what cannot resolve here
         body.pop(key, None)
-    body = pruned(OmegaConf.to_container(OmegaConf.create(body), resolve=True))
-    body.get("trainer", {}).pop("progress", None)
+    body = what_trains(OmegaConf.to_container(OmegaConf.create(body), resolve=True))
     digest = hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{body['rule']['name']}_{seed_tag(body.get('seed'), body.get('seeds'))}_{digest}"
 

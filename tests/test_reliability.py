@@ -44,6 +44,16 @@ def interrupt_after(monkeypatch, steps: int):
     monkeypatch.setattr(trainer_module, "requested", requested)
 
 
+def interrupted_checkpoint(monkeypatch, folder, overrides=MLP, steps=5):
+    """Run ``overrides`` into ``folder`` until SIGTERM after ``steps`` steps; its checkpoint's path and state."""
+    with monkeypatch.context() as m:
+        interrupt_after(m, steps)
+        with pytest.raises(RunInterrupted):
+            run(compose_config(overrides), folder)
+    path = folder / "checkpoint.pt"
+    return path, torch.load(path, weights_only=False)
+
+
 def records(folder):
     return {name: read(folder / name) for name in ("metrics.csv", "traces.csv")}
 
@@ -72,12 +82,7 @@ def test_an_interrupted_and_resumed_run_ends_with_the_same_records(name, overrid
 def test_a_resumed_run_counts_the_wall_time_of_its_earlier_segments(earlier, tmp_path, monkeypatch):
     """summary.json's wall_time is the run's, not only the last segment's: a run parked across sessions
     reports what it cost. The checkpoint's count is set by hand, so a count that is dropped shows."""
-    with monkeypatch.context() as m:
-        interrupt_after(m, 5)
-        with pytest.raises(RunInterrupted):
-            run(compose_config(MLP), tmp_path / "r")
-    path = tmp_path / "r" / "checkpoint.pt"
-    state = torch.load(path, weights_only=False)
+    path, state = interrupted_checkpoint(monkeypatch, tmp_path / "r")
     assert 0 < state["wall_time"] < 600  # the first segment's loop seconds
     if earlier is None:
         del state["wall_time"]
@@ -266,12 +271,7 @@ def test_a_null_option_added_later_keeps_every_run_key():
 def test_a_checkpoint_from_before_a_null_option_existed_still_resumes(tmp_path, monkeypatch):
     """Code that gained an option with a null default must resume the runs an older version checkpointed
     (the run key already ignores nulls); any real change of config is still refused."""
-    with monkeypatch.context() as m:
-        interrupt_after(m, 5)
-        with pytest.raises(RunInterrupted):
-            run(compose_config(MLP), tmp_path / "r")
-    path = tmp_path / "r" / "checkpoint.pt"
-    state = torch.load(path, weights_only=False)
+    path, state = interrupted_checkpoint(monkeypatch, tmp_path / "r")
     for config in state["config"]:
         assert config["sparsity"] == 0.0 and config["save_activations"] is None
         del config["save_activations"]  # as a version without that option wrote it
@@ -290,10 +290,7 @@ def test_a_checkpoint_resumes_under_another_results_dir_or_data_root(tmp_path, m
     """Where results are collected and where the data files live do not change what trains: the run key
     leaves them out, so the checkpoint must too (a parked run restored on another machine gets another
     data root). A setting that trains differently is still refused."""
-    with monkeypatch.context() as m:
-        interrupt_after(m, 5)
-        with pytest.raises(RunInterrupted):
-            run(compose_config([*MLP, "results_dir=/tmp/a"]), tmp_path / "r")
+    interrupted_checkpoint(monkeypatch, tmp_path / "r", [*MLP, "results_dir=/tmp/a"])
     with pytest.raises(Exception, match="written by a different config"):
         run(compose_config([*MLP, "results_dir=/tmp/b", "trainer.batch_size=16"]), tmp_path / "r")
     resumed = run(compose_config([*MLP, "results_dir=/tmp/b", f"data.root={tmp_path / 'elsewhere'}"]),
