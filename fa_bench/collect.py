@@ -54,14 +54,21 @@ def select(curves: pd.DataFrame, metric: str, **match) -> pd.DataFrame:
     return rows
 
 
+def _listed(values: list) -> str:
+    """'64' or '3/300'; more than three values (runs stopped early, each at its own epoch) as their range,
+    so a caption says how far the runs went rather than listing every one."""
+    if len(values) > 3:
+        return f"{values[0]}-{values[-1]} ({len(values)} values)"
+    return "/".join(map(str, values))
+
+
 def budget_text(meta: dict) -> str:
     """One line for figures and tables: '10 seeds x 8000 examples/run (batch 1, 1 epoch), cpu, commit abc'."""
     b = meta["budget"]
-    parts = [f"batch {'/'.join(map(str, b.get('batch_size', [])))}",
-             f"{'/'.join(map(str, b.get('epochs', [])))} epoch(s)"]
+    parts = [f"batch {_listed(b.get('batch_size', []))}", f"{_listed(b.get('epochs', []))} epoch(s)"]
     if b.get("max_steps"):
-        parts.append(f"max_steps {'/'.join(map(str, b['max_steps']))}")
-    examples = "/".join(map(str, b.get("examples_per_run", []))) or "?"
+        parts.append(f"max_steps {_listed(b['max_steps'])}")
+    examples = _listed(b.get("examples_per_run", [])) or "?"
     commits = ",".join(c[:8] for c in meta["git_commits"]) + (" (dirty)" if meta.get("any_dirty") else "")
     return (f"{len(meta['seeds'])} seeds x {examples} examples/run ({', '.join(parts)}), "
             f"{'/'.join(meta['devices'])}, commit {commits}")

@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from fa_bench import atomic
-from fa_bench.collect import budget_text, read_table, select
+from fa_bench.collect import budget_text, read_table, run_meta, select
 
 RULE_NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA"}  # as the papers' tables head their columns
 # what a row's budget column says beside the run's budget: setup_note, ours ran at the paper's budget
@@ -273,15 +273,53 @@ COMMITTED_SOURCE = ("Written by `make figures` from the committed `results/` dat
 
 
 def _experiment_data(folder: Path):
-    """(completed curves, meta) of one collected experiment, or (None, None) when it was not run."""
+    """(completed curves, meta, completed runs) of one collected experiment, or (None, None, None) when it
+    was not run; runs is None for a collection without runs.csv."""
     if not (folder / "curves.csv").is_file() or not (folder / "meta.json").is_file():
-        return None, None
+        return None, None, None
     curves = read_table(folder / "curves.csv")
     if (folder / "measures.csv").is_file():  # per-seed values a figure module derived from the data (curves' columns)
         curves = pd.concat([curves, read_table(folder / "measures.csv")], ignore_index=True)
     if "status" in curves:
         curves = curves[curves["status"] == "completed"]
-    return curves, json.loads((folder / "meta.json").read_text())
+    runs = read_table(folder / "runs.csv") if (folder / "runs.csv").is_file() else None
+    if runs is not None and "status" in runs:
+        runs = runs[runs["status"] == "completed"]
+    return curves, json.loads((folder / "meta.json").read_text()), runs
+
+
+def claim_budget(claim: dict, meta: dict, runs: pd.DataFrame | None) -> str:
+    """The budget of the runs a claim is scored on: those its selections (select, a, b) pick out of
+    runs.csv, so a Table 1 field says its own seeds and lengths rather than the whole table's. A claim
+    that selects nothing reads every completed run; where runs.csv cannot answer (no such file, a
+    selection on a column it lacks, or no run matching), the experiment's whole budget (meta.json)."""
+    if runs is None or runs.empty:
+        return budget_text(meta)
+    c = claim["check"]
+    selections = [sel for sel in (c.get("select"), c.get("a"), c.get("b")) if sel] or [{}]
+    picked = pd.Series(False, index=runs.index)
+    for sel in selections:
+        if any(column not in runs for column in sel):
+            return budget_text(meta)
+        match = pd.Series(True, index=runs.index)
+        for column, value in sel.items():
+            match &= runs[column].astype(str) == str(value)
+        picked |= match
+    if not picked.any():
+        return budget_text(meta)
+    return budget_text(run_meta(_numeric_budget(runs[picked]), meta.get("experiment")))
+
+
+def _numeric_budget(runs: pd.DataFrame) -> pd.DataFrame:
+    """runs.csv as read_table leaves it keeps 'nan' as text: make the budget columns numbers again (gaps as
+    NaN, which run_meta drops), as they were when collect wrote meta.json."""
+    runs = runs.copy()
+    for column in [c for c in runs.columns if c.startswith("budget_")] + ["examples"]:
+        if column in runs:
+            numbers = pd.to_numeric(runs[column].replace({"nan": np.nan, "": np.nan}), errors="coerce")
+            if numbers.notna().sum() == runs[column].replace({"nan": np.nan, "": np.nan}).notna().sum():
+                runs[column] = numbers  # else text budgets (none today) stay as they are
+    return runs
 
 
 def write_scorecard(results_dir: Path | str, out: Path | str | None = None, committed: bool = True) -> Path:
@@ -300,14 +338,14 @@ def write_scorecard(results_dir: Path | str, out: Path | str | None = None, comm
         folder = results_dir / exp / claim.get("results", "")
         if folder not in cache:
             cache[folder] = _experiment_data(folder)
-        curves, meta = cache[folder]
+        curves, meta, runs = cache[folder]
         if curves is None:
             ours, verdict, budget = "not run", "not run", ""
         else:
             ours, verdict = score(claim, curves)
             if verdict == "no data" and not _selection_ran(claim, curves):
                 ours = verdict = "not run"  # its row's cell is not among the experiment's runs yet
-            budget = budget_text(meta)
+            budget = claim_budget(claim, meta, runs)
         if claim.get("setup_note") and budget:  # at the paper's budget, and how ours ran there
             budget += f"; **at the paper's budget**: {claim['setup_note']}"
         if claim.get("budget_note") and budget:

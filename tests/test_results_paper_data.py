@@ -194,10 +194,10 @@ def test_a_claim_with_a_results_folder_is_scored_on_its_runs_and_budget(tmp_path
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in write_scorecard(tmp_path).read_text().splitlines()
             if line.startswith(("| own |", "| longer |"))}
     own, longer = (scorecard._experiment_data(tmp_path / "lansdell_fig2" / sub) for sub in ("", "steps200k"))
-    for name, (curves, meta) in (("own", own), ("longer", longer)):
+    for name, (curves, meta, runs) in (("own", own), ("longer", longer)):
         expected = scorecard._per_seed(curves, base["check"]["select"], "test/error")
         assert rows[name][4] == scorecard._fmt(expected), name
-        assert rows[name][7].startswith(scorecard.budget_text(meta)), name
+        assert rows[name][7].startswith(scorecard.claim_budget(base, meta, runs)), name
     assert rows["own"][4] != rows["longer"][4] and "max_steps 200000" in rows["longer"][7]
 
 
@@ -285,3 +285,33 @@ def test_a_thinned_curve_is_caught():
     assert not _thinned_series(curves)
     assert not _thinned_series(thin(curves, max_points=1001))
     assert _thinned_series(thin(curves, max_points=400))
+
+
+def test_a_table_field_s_budget_is_its_own_runs_not_the_whole_table_s(tmp_path, monkeypatch):
+    """Nøkland Table 1 holds fields with 1 and with 3 seeds, some stopped early and some cut to 3 epochs:
+    each row's budget line counts only the runs its selection picks (the same runs its value comes from)."""
+    from fa_bench import scorecard
+    from fa_bench.collect import read_table
+
+    shutil.copytree(REPO / "results" / "nokland_table1", tmp_path / "nokland_table1")
+    runs = read_table(tmp_path / "nokland_table1" / "runs.csv")
+    runs = runs[runs["status"] == "completed"]
+    claims = {c["id"]: c for c in scorecard.load_claims() if c["experiment"] == "nokland_table1"}
+    monkeypatch.setattr(scorecard, "load_claims", lambda: list(claims.values()))
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in write_scorecard(tmp_path).read_text().splitlines()
+            if line.startswith("| nokland_t1_")}
+    seen_counts = set()
+    for cid, claim in claims.items():
+        sel = claim["check"]["select"]
+        mine = runs[(runs["rule"] == sel["rule"]) & (runs["setting"] == sel["setting"])]
+        if mine.empty:
+            continue
+        seeds = sorted(int(s) for s in mine["seed"].unique())
+        budget = rows[cid][7]
+        assert budget.startswith(f"{len(seeds)} seeds x "), (cid, budget)
+        assert f"{int(mine['examples'].max())} examples/run" in budget or \
+            f"-{int(mine['examples'].max())} (" in budget, (cid, budget)
+        assert f" {int(mine['examples'].min())}" in budget.split(" examples/run")[0], (cid, budget)
+        seen_counts.add(len(seeds))
+    assert seen_counts >= {1, 3}  # the table mixes both, so a whole-table budget would fail above
+
