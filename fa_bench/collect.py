@@ -65,12 +65,16 @@ def _listed(values: list) -> str:
 def budget_text(meta: dict) -> str:
     """One line for figures and tables: '10 seeds x 8000 examples/run (batch 1, 1 epoch), cpu, commit abc'."""
     b = meta["budget"]
-    parts = [f"batch {_listed(b.get('batch_size', []))}", f"{_listed(b.get('epochs', []))} epoch(s)"]
+    epochs = f"{_listed(b.get('epochs', []))} epoch(s)"
+    if b.get("epochs_run") and b["epochs_run"] != b.get("epochs"):  # stopped early (Table 1's stopping rule)
+        epochs = f"{_listed(b['epochs_run'])} epoch(s) run of at most {_listed(b.get('epochs', []))}"
+    parts = [f"batch {_listed(b.get('batch_size', []))}", epochs]
     if b.get("max_steps"):
         parts.append(f"max_steps {_listed(b['max_steps'])}")
     examples = _listed(b.get("examples_per_run", [])) or "?"
     commits = ",".join(c[:8] for c in meta["git_commits"]) + (" (dirty)" if meta.get("any_dirty") else "")
-    return (f"{len(meta['seeds'])} seeds x {examples} examples/run ({', '.join(parts)}), "
+    seeds = len(meta["seeds"])
+    return (f"{seeds} seed{'s' if seeds != 1 else ''} x {examples} examples/run ({', '.join(parts)}), "
             f"{'/'.join(meta['devices'])}, commit {commits}")
 
 
@@ -303,7 +307,10 @@ def run_meta(runs: pd.DataFrame, experiment: str | None = None) -> dict:
         "rules": sorted(_column(runs, "rule").astype(str).unique().tolist()),
         "budget": {**{c[len("budget_"):]: sorted(_plain(runs[c].dropna().unique().tolist()))
                       for c in runs.columns if c.startswith("budget_")},
-                   "examples_per_run": sorted(int(e) for e in _column(runs, "examples").unique())},
+                   "examples_per_run": sorted(int(e) for e in _column(runs, "examples").unique()),
+                   # how far each run went, where the budget above is only its cap (a stopping rule)
+                   "epochs_run": sorted(int(e) for e in pd.to_numeric(_column(runs, "epochs_run"),
+                                                                      errors="coerce").dropna().unique())},
         "devices": sorted(_column(runs, "device").astype(str).unique().tolist()),
         "torch_versions": sorted(_column(runs, "torch_version").astype(str).unique().tolist()),
         "total_wall_time_s": float(pd.to_numeric(_column(runs, "wall_time"), errors="coerce").sum()),

@@ -308,7 +308,10 @@ def test_a_table_field_s_budget_is_its_own_runs_not_the_whole_table_s(tmp_path, 
             continue
         seeds = sorted(int(s) for s in mine["seed"].unique())
         budget = rows[cid][7]
-        assert budget.startswith(f"{len(seeds)} seeds x "), (cid, budget)
+        assert budget.startswith(f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} x "), (cid, budget)
+        ran = sorted(int(e) for e in mine["epochs_run"].unique())
+        if ran != sorted(int(e) for e in mine["budget_epochs"].unique()):  # stopped early: says how far
+            assert f"{ran[-1]} epoch(s) run of at most" in budget, (cid, budget)
         assert f"{int(mine['examples'].max())} examples/run" in budget or \
             f"-{int(mine['examples'].max())} (" in budget, (cid, budget)
         assert f" {int(mine['examples'].min())}" in budget.split(" examples/run")[0], (cid, budget)
