@@ -15,6 +15,7 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -38,6 +39,12 @@ def read_table(path: Path | str) -> pd.DataFrame:
                         na_values={"value": ["nan", "NaN", ""]})
     if "value" in table:  # a column that held only text would otherwise stay text
         table["value"] = pd.to_numeric(table["value"], errors="coerce")
+    for column in [c for c in table.columns if c.startswith("budget_")] + ["examples"]:
+        if column in table:  # keep_default_na leaves a gap written as 'nan' as text, and the column with it
+            gaps = table[column].replace({"nan": np.nan, "": np.nan})
+            numbers = pd.to_numeric(gaps, errors="coerce")
+            if numbers.notna().sum() == gaps.notna().sum():  # a column of real text (none today) stays text
+                table[column] = numbers
     for column in table.columns:  # option names, even one that looks like a number
         if column.startswith(CHOICE_PREFIX):
             table[column] = table[column].astype(str)

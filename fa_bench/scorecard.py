@@ -198,17 +198,24 @@ def _fmt(series: pd.Series) -> str:
     return f"{series.mean():.4g} ± {sd:.2g} (n={len(series)})"
 
 
+def _matching(frame: pd.DataFrame, sel: dict | None) -> pd.Series | None:
+    """Which rows of ``frame`` (curves or runs) a claim's run selection picks, compared as text; None when
+    the selection names a column the frame lacks."""
+    if any(column not in frame for column in (sel or {})):
+        return None
+    match = pd.Series(True, index=frame.index)
+    for column, value in (sel or {}).items():
+        match &= frame[column].astype(str) == str(value)
+    return match
+
+
 def _selection_ran(claim: dict, curves: pd.DataFrame) -> bool:
     """Whether every run selection the claim reads (select, a, b) matches some run's curves, whatever
     the metric: a False here is a row not run yet, where "no data" would mean a claim reading nothing."""
     c = claim["check"]
     for sel in (c.get("select"), c.get("a"), c.get("b")):
-        rows = curves
-        for column, value in (sel or {}).items():
-            if column not in rows:
-                return False
-            rows = rows[rows[column].astype(str) == str(value)]
-        if rows.empty:
+        match = _matching(curves, sel)
+        if match is None or not match.any():
             return False
     return True
 
@@ -299,27 +306,13 @@ def claim_budget(claim: dict, meta: dict, runs: pd.DataFrame | None) -> str:
     selections = [sel for sel in (c.get("select"), c.get("a"), c.get("b")) if sel] or [{}]
     picked = pd.Series(False, index=runs.index)
     for sel in selections:
-        if any(column not in runs for column in sel):
+        match = _matching(runs, sel)
+        if match is None:
             return budget_text(meta)
-        match = pd.Series(True, index=runs.index)
-        for column, value in sel.items():
-            match &= runs[column].astype(str) == str(value)
         picked |= match
     if not picked.any():
         return budget_text(meta)
-    return budget_text(run_meta(_numeric_budget(runs[picked]), meta.get("experiment")))
-
-
-def _numeric_budget(runs: pd.DataFrame) -> pd.DataFrame:
-    """runs.csv as read_table leaves it keeps 'nan' as text: make the budget columns numbers again (gaps as
-    NaN, which run_meta drops), as they were when collect wrote meta.json."""
-    runs = runs.copy()
-    for column in [c for c in runs.columns if c.startswith("budget_")] + ["examples"]:
-        if column in runs:
-            numbers = pd.to_numeric(runs[column].replace({"nan": np.nan, "": np.nan}), errors="coerce")
-            if numbers.notna().sum() == runs[column].replace({"nan": np.nan, "": np.nan}).notna().sum():
-                runs[column] = numbers  # else text budgets (none today) stay as they are
-    return runs
+    return budget_text(run_meta(runs[picked], meta.get("experiment")))
 
 
 def write_scorecard(results_dir: Path | str, out: Path | str | None = None, committed: bool = True) -> Path:

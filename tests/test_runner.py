@@ -229,6 +229,20 @@ def test_collect_survives_nan_values_and_diverged_runs(tmp_path):
     assert "| fig2_fa_converges |" in write_scorecard(tmp_path / "results").read_text()
 
 
+def test_read_table_gives_budget_columns_back_as_numbers_with_gaps_as_nan(tmp_path):
+    # runs.csv writes a run without an epoch budget as 'nan': read back, the column must still be numbers
+    # (the scorecard's per-row budget sums and ranges them), while a text column stays text
+    from fa_bench.collect import read_table
+
+    (tmp_path / "runs.csv").write_text("rule,layer,budget_epochs,budget_note_x,examples,value\n"
+                                       "bp,1,300,,64,nan\nfa,2,nan,,128,0.5\ndfa,3,12,word,192,\n")
+    runs = read_table(tmp_path / "runs.csv")
+    assert runs["budget_epochs"].dtype.kind == "f" and runs["budget_epochs"].isna().tolist() == [False, True, False]
+    assert runs["budget_epochs"].sum() == 312 and runs["examples"].tolist() == [64, 128, 192]
+    assert runs["budget_note_x"].tolist() == ["", "", "word"] and runs["layer"].tolist() == ["1", "2", "3"]
+    assert runs["value"].isna().tolist() == [True, False, True]
+
+
 def test_cli_spiking_engine_sweeps_collects_traces_and_draws(tmp_path):
     proc = _fa_run(["experiment=lillicrap_fig4", "spiking.sizes=[784,30,20]", "spiking.streams=4",
                     "spiking.eval_every=32", "spiking.trace_steps=10", "dataset.n_train=64",
