@@ -281,3 +281,31 @@ def test_bad_settings_are_named():
         train_spiking(data, MetricsWriter(None), sizes=(784, 20), n_classes=4, progress=False)
     with pytest.raises(ValueError, match="readout"):
         train_spiking(data, MetricsWriter(None), readout="max", **TINY)
+
+
+def test_readout_script_retests_a_checkpoint_as_the_run_did(tmp_path):
+    """scripts/spiking_readout.py tests the weights a run saved: its draw 0 of the run's own reading
+    ('last', M = 5) must give exactly the test error the run logged with those weights, and the other
+    readings must come from the same weights (frozen: testing twice changes nothing)."""
+    import sys
+    from pathlib import Path
+
+    from fa_bench.checkpoint import Checkpointer
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from spiking_readout import READINGS, load_net, readings
+
+    data = _prototypes(400, 120)
+    writer = MetricsWriter(tmp_path / "metrics.csv")
+    batches = 400 // TINY["streams"]  # the loop's steps: the last one is checkpointed
+    train_spiking(data, writer, seed=0, eval_every=400, checkpoint=Checkpointer(tmp_path, batches), **TINY)
+    writer.close()
+    logged = _test_errors(tmp_path / "metrics.csv")[-1]
+
+    net, where = load_net(tmp_path / "checkpoint.pt", n_classes=TINY["n_classes"])
+    assert net.sizes == TINY["sizes"] and where == {"checkpoint_step": batches * 5, "checkpoint_examples": 400}
+    x, y = data.x_test.flatten(1), data.y_test
+    rows = readings(net, x, y, draws=2, report=lambda s: None)
+    assert [(r["readout"], r["test_steps"]) for r in rows[::2]] == READINGS
+    assert rows[0]["error"] == logged and rows[0]["draw"] == 0
+    assert rows[1]["error"] != logged or rows[2]["error"] != logged  # other draws and readings differ
+    assert readings(net, x, y, draws=2, report=lambda s: None) == rows
