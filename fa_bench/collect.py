@@ -51,13 +51,23 @@ def read_table(path: Path | str) -> pd.DataFrame:
     return table
 
 
+def matches(column: pd.Series, value) -> pd.Series:
+    """Which entries of ``column`` a selection's ``value`` picks, compared as text; a list picks any of
+    its values (one field's runs under two settings that trained the same thing: claims.yaml's
+    ``settings``)."""
+    if isinstance(value, (list, tuple)):
+        return column.astype(str).isin([str(v) for v in value])
+    return column.astype(str) == str(value)
+
+
 def select(curves: pd.DataFrame, metric: str, **match) -> pd.DataFrame:
-    """Rows of one logged series, ``metric`` = 'split/name[/layer]', further filtered by column=value."""
+    """Rows of one logged series, ``metric`` = 'split/name[/layer]', further filtered by column=value
+    (``matches``)."""
     split, name, *layer = metric.split("/")
     rows = curves[(curves["split"] == split) & (curves["name"] == name)
                   & (curves["layer"] == (layer[0] if layer else ""))]
     for column, value in match.items():
-        rows = rows[rows[column].astype(str) == str(value)]
+        rows = rows[matches(rows[column], value)]
     return rows
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from fa_bench import atomic
-from fa_bench.collect import budget_text, read_table, run_meta, select
+from fa_bench.collect import budget_text, matches, read_table, run_meta, select
 
 RULE_NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA"}  # as the papers' tables head their columns
 # what a row's budget column says beside the run's budget: setup_note, ours ran at the paper's budget
@@ -129,8 +129,9 @@ def with_findings(entry: dict, claims: list[dict]) -> list[dict]:
     <the runs' setting>}}`` scores those runs, and only those. ``settings: {<field>: <the runs' setting>}``
     does the same for a field at the paper's budget whose runs named a key on the command line that the
     config has since taken as its value (the runs that chose it: Table 1's ADV ε; a test holds each such
-    setting to the config it names). A field the table does not have is an error, not a note that never
-    shows."""
+    setting to the config it names); a list of settings scores the runs of each (the runs that typed the
+    key and later seeds that took it from the config). A field the table does not have is an error, not
+    a note that never shows."""
     by_field = {c["id"].removeprefix(entry["id_prefix"]): c for c in claims}
     for key in ("findings", "budget_notes", "settings"):
         unknown = sorted(set(entry.get(key) or {}) - set(by_field))
@@ -199,13 +200,13 @@ def _fmt(series: pd.Series) -> str:
 
 
 def _matching(frame: pd.DataFrame, sel: dict | None) -> pd.Series | None:
-    """Which rows of ``frame`` (curves or runs) a claim's run selection picks, compared as text; None when
+    """Which rows of ``frame`` (curves or runs) a claim's run selection picks (collect.matches); None when
     the selection names a column the frame lacks."""
     if any(column not in frame for column in (sel or {})):
         return None
     match = pd.Series(True, index=frame.index)
     for column, value in (sel or {}).items():
-        match &= frame[column].astype(str) == str(value)
+        match &= matches(frame[column], value)
     return match
 
 
@@ -264,7 +265,7 @@ def score(claim: dict, curves: pd.DataFrame) -> tuple[str, str]:
         rows = curves[(curves["split"] == "train") & (curves["name"] == c["metric"])
                       & ~curves["layer"].astype(str).str.contains(":") & (curves["layer"].astype(str) != "")]
         for column, value in (c.get("select") or {}).items():
-            rows = rows[rows[column].astype(str) == str(value)]
+            rows = rows[matches(rows[column], value)]
         if rows.empty:
             return "no data", "no data"
         ends = rows.sort_values("step").groupby(["seed", "layer"])["value"]

@@ -251,6 +251,29 @@ def test_a_generated_table_field_at_the_papers_budget_can_score_runs_that_named_
         with_findings(entry, table_claims(entry))
 
 
+def test_a_list_of_settings_scores_the_runs_of_each():
+    """A field whose first seed typed a key the config has since taken (Table 1's ADV ε) and whose later
+    seeds took it from the config: the list picks both, and the value, n and budget line are theirs."""
+    from fa_bench.scorecard import claim_budget, score
+
+    typed, bare = "cell=nokland_2x800_tanh_adv,trainer.adversarial.epsilon=0.1", "cell=nokland_2x800_tanh_adv"
+    curves = pd.DataFrame({"setting": [typed, bare, bare, "cell=other"], "rule": ["bp", "bp", "fa", "bp"],
+                           "seed": [0, 1, 0, 0], "split": "test", "name": "error", "layer": "",
+                           "step": 10, "examples": 100, "value": [1.0, 2.0, 7.0, 9.0]})
+    claim = {"check": {"kind": "value", "select": {"rule": "bp", "setting": [typed, bare]}, "metric": "test/error",
+                       "paper_value": 1.5, "abs_tol": 0.3}}
+    ours, verdict = score(claim, curves)
+    assert ours.startswith("1.5 ± ") and "(n=2)" in ours and verdict == "pass"
+    only_typed = {"check": {**claim["check"], "select": {"rule": "bp", "setting": typed}}}
+    assert "(n=1)" in score(only_typed, curves)[0] and score(only_typed, curves)[1] == "FAIL"
+    runs = pd.DataFrame({"setting": [typed, bare, bare], "rule": ["bp", "bp", "fa"], "seed": [0, 1, 0],
+                         "status": "completed", "device": "cpu", "git_commit": ["aaaaaaaa1", "bbbbbbbb2", "cccccccc3"],
+                         "budget_batch_size": 64, "budget_epochs": 300, "budget_max_steps": float("nan"),
+                         "examples": [600, 700, 800], "epochs_run": [10, 11, 12]})
+    line = claim_budget(claim, {"experiment": "nokland_table1"}, runs)
+    assert "2 seeds" in line and "aaaaaaaa" in line and "bbbbbbbb" in line and "cccccccc" not in line
+
+
 def _thinned_series(curves: pd.DataFrame) -> list[str]:
     """The (setting, seed, metric) series of ``curves`` whose logged steps are not evenly spaced: collect
     thinned them (fa_bench.collect.thin), so a value between two kept steps is missing."""
@@ -291,7 +314,7 @@ def test_a_table_field_s_budget_is_its_own_runs_not_the_whole_table_s(tmp_path, 
     """Nøkland Table 1 holds fields with 1 and with 3 seeds, some stopped early and some cut to 3 epochs:
     each row's budget line counts only the runs its selection picks (the same runs its value comes from)."""
     from fa_bench import scorecard
-    from fa_bench.collect import read_table
+    from fa_bench.collect import matches, read_table
 
     shutil.copytree(REPO / "results" / "nokland_table1", tmp_path / "nokland_table1")
     runs = read_table(tmp_path / "nokland_table1" / "runs.csv")
@@ -303,7 +326,7 @@ def test_a_table_field_s_budget_is_its_own_runs_not_the_whole_table_s(tmp_path, 
     seen_counts = set()
     for cid, claim in claims.items():
         sel = claim["check"]["select"]
-        mine = runs[(runs["rule"] == sel["rule"]) & (runs["setting"] == sel["setting"])]
+        mine = runs[(runs["rule"] == sel["rule"]) & matches(runs["setting"], sel["setting"])]
         if mine.empty:
             continue
         seeds = sorted(int(s) for s in mine["seed"].unique())
