@@ -341,3 +341,22 @@ def test_a_table_field_s_budget_is_its_own_runs_not_the_whole_table_s(tmp_path, 
         seen_counts.add(len(seeds))
     assert seen_counts >= {1, 3}  # the table mixes both, so a whole-table budget would fail above
 
+
+
+def test_a_gap_of_exactly_the_tolerance_passes_and_one_hundredth_more_fails():
+    """|ours − paper| ≤ tol is inclusive: Table 1's DO DFA (1.72 and 1.78 % against 1.45) sits exactly 0.30
+    from the paper in decimal, 0.30000000000000004 in binary floats; 0.01 further is outside."""
+    from fa_bench.scorecard import score
+
+    def verdict(values, paper):
+        curves = pd.DataFrame({"setting": "cell=c", "rule": "dfa", "seed": range(len(values)), "split": "test",
+                               "name": "error", "layer": "", "step": 10, "examples": 100, "value": values})
+        claim = {"check": {"kind": "value", "select": {"rule": "dfa", "setting": "cell=c"}, "metric": "test/error",
+                           "paper_value": paper, "abs_tol": 0.3}}
+        return score(claim, curves)[1]
+
+    assert abs((1.72 + 1.78) / 2 - 1.45) > 0.3  # the float gap this test is about
+    assert verdict([1.72, 1.78], 1.45) == "pass"
+    assert verdict([1.73, 1.79], 1.45) == "FAIL"
+    assert verdict([1.15, 1.15], 1.45) == "pass"  # below the paper by exactly the tolerance
+    assert verdict([1.14, 1.15], 1.45) == "FAIL"
